@@ -1,0 +1,143 @@
+/**
+ * Where configuration comes from, in order:
+ *   1. `--config FILE` (YAML, JSON, TypeScript or JavaScript);
+ *   2. cosmiconfig's search for `gosmtp-dup` in the current folder (`gosmtp-dup.config.ts`, ...);
+ *   3. `config.yaml` / `config.yml` in the current folder, then in `/etc/smtp-dup/` (as GoSMTP-dup);
+ *   4. nothing: environment variables alone must then be a complete configuration.
+ * Environment variables `SMTP_DUP_<SECTION>_<KEY>` override whatever the file says.
+ */
+import { existsSync } from 'node:fs';
+import { extname, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig';
+import { z } from 'zod';
+import { configKeys, configSchema, type Config } from './schema.ts';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly problems: string[],
+    readonly source: string,
+  ) {
+    super(`invalid configuration (${source}):\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file it came from, or `environment`. */
+  source: string;
+}
+
+/** Loads TypeScript and ESM configs through tsx, so no build step is needed. */
+const importLoader: Loader = async (filepath) => {
+  const { tsImport } = await import('tsx/esm/api');
+  const mod = (await tsImport(pathToFileURL(filepath).href, import.meta.url)) as { default?: unknown };
+  const value = mod.default ?? mod;
+  return typeof value === 'function' ? await (value as () => unknown)() : value;
+};
+
+const MODULE_NAME = 'gosmtp-dup';
+
+function explorer() {
+  return cosmiconfig(MODULE_NAME, {
+    searchStrategy: 'none',
+    searchPlaces: [
+      'package.json',
+      `.${MODULE_NAME}rc`,
+      `.${MODULE_NAME}rc.json`,
+      `.${MODULE_NAME}rc.yaml`,
+      `.${MODULE_NAME}rc.yml`,
+      `${MODULE_NAME}.config.ts`,
+      `${MODULE_NAME}.config.mts`,
+      `${MODULE_NAME}.config.js`,
+      `${MODULE_NAME}.config.mjs`,
+      `${MODULE_NAME}.config.yaml`,
+      `${MODULE_NAME}.config.yml`,
+      `${MODULE_NAME}.config.json`,
+    ],
+    loaders: {
+      ...defaultLoaders,
+      '.ts': importLoader,
+      '.mts': importLoader,
+      '.js': importLoader,
+      '.mjs': importLoader,
+      noExt: defaultLoaders['.yaml'],
+    },
+  });
+}
+
+const LEGACY_PLACES = ['config.yaml', 'config.yml', '/etc/smtp-dup/config.yaml', '/etc/smtp-dup/config.yml'];
+const KNOWN_EXTENSIONS = new Set(['.yaml', '.yml', '.json', '.ts', '.mts', '.js', '.mjs']);
+
+async function readConfigFile(file: string | undefined, cwd: string): Promise<{ raw: unknown; source: string }> {
+  const search = explorer();
+  if (file !== undefined) {
+    const path = resolve(cwd, file);
+    if (!existsSync(path)) throw new ConfigError([`--config: file not found: ${path}`], path);
+    const ext = extname(path).toLowerCase();
+    if (!KNOWN_EXTENSIONS.has(ext)) throw new ConfigError([`--config: unsupported file type "${ext}" (use .yaml, .yml, .json, .ts or .js)`], path);
+    return { raw: (await loadWith(search, path))?.config ?? {}, source: path };
+  }
+  const found = await search.search(cwd);
+  if (found && !found.isEmpty) return { raw: found.config, source: found.filepath };
+  for (const place of LEGACY_PLACES) {
+    const path = resolve(cwd, place);
+    if (existsSync(path)) return { raw: (await loadWith(search, path))?.config ?? {}, source: path };
+  }
+  return { raw: {}, source: 'environment' };
+}
+
+async function loadWith(search: ReturnType<typeof explorer>, path: string) {
+  try {
+    return await search.load(path);
+  } catch (err) {
+    // A syntax error in the file: one line, the parser's own words.
+    const message = (err as Error).message.split('\n')[0];
+    throw new ConfigError([`cannot read ${path}: ${message}`], path);
+  }
+}
+
+/** `SMTP_DUP_RELAY_TIMEOUT_SECONDS=5` → `{ relay: { timeout_seconds: "5" } }` merged over `raw`. */
+export function applyEnvironment(raw: unknown, env: NodeJS.ProcessEnv): unknown {
+  const base = isPlainObject(raw) ? structuredClone(raw) : raw;
+  if (!isPlainObject(base)) return base;
+  for (const { section, key } of configKeys) {
+    const value = env[`SMTP_DUP_${section}_${key}`.toUpperCase()];
+    if (value === undefined) continue;
+    const target = isPlainObject(base[section]) ? base[section] : (base[section] = {});
+    (target as Record<string, unknown>)[key] = value;
+  }
+  return base;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** One line per problem, naming the key path: `relay.timeout_seconds: expected a positive number, got "soon"`. */
+export function describeIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => {
+    const path = issue.path.map(String).join('.') || '(top level)';
+    if (issue.code === 'unrecognized_keys') {
+      const prefix = issue.path.length ? `${path}.` : '';
+      return issue.keys.map((key) => `${prefix}${key}: unknown key`).join('\n');
+    }
+    const input = (issue as { input?: unknown }).input;
+    if (input === undefined) return `${path}: required`;
+    return `${path}: ${issue.message}, got ${JSON.stringify(input)}`;
+  });
+}
+
+export function validateConfig(raw: unknown, source: string): Config {
+  const result = configSchema.safeParse(raw, { reportInput: true });
+  if (!result.success) throw new ConfigError(describeIssues(result.error).flatMap((line) => line.split('\n')), source);
+  return result.data;
+}
+
+export async function loadConfig(options: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<LoadedConfig> {
+  const cwd = options.cwd ?? process.cwd();
+  const { raw, source } = await readConfigFile(options.file, cwd);
+  const config = validateConfig(applyEnvironment(raw ?? {}, options.env ?? process.env), source);
+  return { config, source };
+}

@@ -1,0 +1,87 @@
+/**
+ * The configuration schema: every key, its type and its default, in one place. YAML, JSON,
+ * TypeScript configs and environment variables all end up validated here.
+ */
+import { z } from 'zod';
+import { parseDestination } from '../destination.ts';
+
+/** Numbers may arrive as text (environment variables, quoted YAML); anything else is kept for the error message. */
+const numeric = (schema: z.ZodNumber) =>
+  z.preprocess((value) => (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)) ? Number(value) : value), schema);
+
+const positive = (message = 'expected a positive number') => numeric(z.number({ error: message }).positive({ error: message }));
+const positiveInt = (message = 'expected a positive whole number') =>
+  numeric(z.number({ error: message }).int({ error: message }).positive({ error: message }));
+
+/** `host:port`; checked here so a bad address is a config error before anything listens. */
+export const destinationText = z.string({ error: 'expected "host:port"' }).superRefine((value, ctx) => {
+  const parsed = parseDestination(value);
+  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed, input: value });
+});
+
+const listenText = z.string({ error: 'expected "host:port"' }).superRefine((value, ctx) => {
+  const parsed = parseDestination(value, { listen: true });
+  if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed, input: value });
+  else if (!/:\d+$/.test(value.trim())) ctx.addIssue({ code: 'custom', message: 'expected "host:port" with an explicit port', input: value });
+});
+
+/** Comma-separated lists come from environment variables. */
+const list = <T extends z.ZodType>(item: T) =>
+  z.preprocess(
+    (value) =>
+      typeof value === 'string'
+        ? value
+            .split(',')
+            .map((part) => part.trim())
+            .filter(Boolean)
+        : value,
+    z.array(item, { error: 'expected a list' }),
+  );
+
+export const configSchema = z.strictObject({
+  smtp: z
+    .strictObject({
+      listen: listenText.default('127.0.0.1:2525'),
+      domain: z.string({ error: 'expected a host name' }).min(1, { error: 'expected a host name' }).default('localhost'),
+      max_message_bytes: positiveInt().default(10 * 1024 * 1024),
+      bare_line_endings: z.enum(['normalize', 'reject'], { error: 'expected "normalize" or "reject"' }).default('normalize'),
+      /** Longest wait for in-flight transactions at shutdown before they are cut off with 421. */
+      shutdown_timeout_seconds: positive().default(30),
+    })
+    .prefault({}),
+  relay: z.strictObject({
+    destination_primary: destinationText,
+    destination_backups: list(destinationText).default([]),
+    timeout_seconds: positive().default(10),
+    /** Wait for the final reply after the body (RFC 5321 §4.5.3.2 suggests 10 minutes). */
+    data_timeout_seconds: positive().default(600),
+  }),
+  queue: z
+    .strictObject({
+      dir: z.string({ error: 'expected a folder path' }).min(1).default('./gosmtp-dup-queue'),
+      retry_initial_seconds: positive().default(60),
+      retry_max_seconds: positive().default(3600),
+      max_age_hours: positive().default(120),
+      /** Copies delivered at once. */
+      concurrency: positiveInt().default(8),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'expected a pino log level' }).default('info'),
+    })
+    .prefault({}),
+});
+
+/** A configuration as written by a user (defaults optional). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** A validated configuration with every default filled in. */
+export type Config = z.output<typeof configSchema>;
+
+/** Every `section.key`, for environment variable overrides and documentation. */
+export const configKeys: ReadonlyArray<{ section: string; key: string }> = Object.entries(configSchema.shape).flatMap(([section, schema]) => {
+  let inner: z.ZodType = schema as z.ZodType;
+  while (!(inner instanceof z.ZodObject) && 'unwrap' in inner) inner = (inner as unknown as { unwrap(): z.ZodType }).unwrap();
+  const shape = inner instanceof z.ZodObject ? (inner.shape as Record<string, unknown>) : {};
+  return Object.keys(shape).map((key) => ({ section, key }));
+});

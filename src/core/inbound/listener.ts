@@ -1,0 +1,188 @@
+/**
+ * The SMTP listener: smtp-server configured for a relay, one InboundTransaction per client
+ * transaction, and a graceful drain (idle sessions get 421 at once, sessions mid-transaction
+ * finish first, all within a bound).
+ */
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
+import type { Destination } from '../destination.ts';
+import type { EnvelopeAddress } from '../envelope.ts';
+import { formatReply, isSuccess, Replies, SmtpReplyError, type SmtpReply } from '../replies.ts';
+import type { ConnectionInfo } from '../../plugins/types.ts';
+import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
+import { InboundTransaction, type TransactionDeps } from './transaction.ts';
+
+export interface ListenerOptions {
+  listen: Destination;
+  domain: string;
+  maxMessageBytes: number;
+  shutdownTimeoutMs: number;
+}
+
+/** The part of smtp-server's connection object the drain needs. */
+interface LiveConnection {
+  id: string;
+  send(code: number, data: string): void;
+  close(): void;
+}
+
+type Callback = (err?: Error | null, message?: string) => void;
+
+export class InboundListener {
+  readonly #server: SMTPServer;
+  readonly #deps: TransactionDeps;
+  readonly #log: Logger;
+  readonly #options: ListenerOptions;
+  /** The open transaction of each session, by session id. */
+  readonly #transactions = new Map<string, InboundTransaction>();
+  #draining = false;
+  #drained: (() => void) | undefined;
+
+  constructor(deps: TransactionDeps, options: ListenerOptions) {
+    patchSmtpServer();
+    this.#deps = deps;
+    this.#log = deps.log;
+    this.#options = options;
+    this.#server = new SMTPServer({
+      name: options.domain,
+      banner: 'gosmtp-dup',
+      size: options.maxMessageBytes,
+      // AUTH and STARTTLS arrive with their own configuration; until then they are not offered.
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      hideDSN: true,
+      hideENHANCEDSTATUSCODES: false,
+      disableReverseLookup: true,
+      logger: false,
+      onReset: (session: SMTPServerSession) => this.#reset(session.id),
+      onMailFrom: (address, session, callback) => void this.#mail(address, session, callback),
+      onRcptTo: (address, session, callback) => void this.#rcpt(address, session, callback),
+      onData: (stream, session, callback) => void this.#data(stream, session, callback),
+      onClose: (session) => {
+        this.#reset(session.id);
+        if (this.#draining) this.#checkDrained();
+      },
+    } as ConstructorParameters<typeof SMTPServer>[0]);
+    // smtp-server reports a client's connection reset as an 'error' on the server; without a
+    // listener that would end the process.
+    this.#server.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ err: err.message, code: err.code }, 'client connection error'));
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const net = this.#server.server;
+      net.once('error', reject);
+      net.listen(this.#options.listen.port, this.#options.listen.host, () => {
+        net.off('error', reject);
+        resolve(net.address() as AddressInfo);
+      });
+    });
+  }
+
+  #connection(session: SMTPServerSession): ConnectionInfo {
+    return {
+      id: session.id,
+      remoteAddress: session.remoteAddress,
+      remotePort: session.remotePort,
+      heloName: session.hostNameAppearsAs ?? '',
+      secure: Boolean(session.secure),
+      user: typeof session.user === 'string' ? session.user : undefined,
+    };
+  }
+
+  #reset(sessionId: string): void {
+    const tx = this.#transactions.get(sessionId);
+    if (!tx) return;
+    this.#transactions.delete(sessionId);
+    tx.abort();
+    this.#closeIfDraining(sessionId);
+  }
+
+  async #mail(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
+    this.#reset(session.id);
+    if (this.#draining) return answer(callback, Replies.shuttingDown());
+    const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
+    const reply = await tx.mail();
+    if (isSuccess(reply)) this.#transactions.set(session.id, tx);
+    else tx.abort();
+    answer(callback, reply);
+  }
+
+  async #rcpt(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
+    const tx = this.#transactions.get(session.id);
+    if (!tx) return answer(callback, Replies.localError());
+    answer(callback, await tx.rcpt(envelopeAddress(address)));
+  }
+
+  async #data(stream: Readable, session: SMTPServerSession, callback: Callback): Promise<void> {
+    const tx = this.#transactions.get(session.id);
+    if (!tx) {
+      stream.resume();
+      await new Promise((resolve) => stream.once('end', resolve));
+      return answer(callback, Replies.localError());
+    }
+    const reply = await tx.data(stream);
+    this.#transactions.delete(session.id);
+    this.#log.info(tx.summary(reply), 'transaction');
+    answer(callback, reply);
+    this.#closeIfDraining(session.id);
+  }
+
+  /** During a drain, a session whose transaction just ended is closed instead of reused. */
+  #closeIfDraining(sessionId: string): void {
+    if (!this.#draining) return;
+    setImmediate(() => {
+      const conn = this.#live().find((c) => c.id === sessionId);
+      if (conn && !this.#transactions.has(sessionId)) this.#goodbye(conn);
+      this.#checkDrained();
+    });
+  }
+
+  #live(): LiveConnection[] {
+    return [...(this.#server as unknown as { connections: Set<LiveConnection> }).connections];
+  }
+
+  #goodbye(conn: LiveConnection): void {
+    conn.send(421, formatReply(Replies.shuttingDown()).slice(4));
+    conn.close();
+  }
+
+  #checkDrained(): void {
+    if (this.#drained && this.#live().length === 0) this.#drained();
+  }
+
+  /**
+   * Stops accepting, says 421 to idle sessions, lets transactions in progress finish for up to
+   * `shutdownTimeoutMs`, then cuts the rest off (their senders retry: nothing was accepted).
+   */
+  async drain(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    const closed = new Promise<void>((resolve) => this.#server.server.close(() => resolve()));
+    const drained = new Promise<void>((resolve) => {
+      this.#drained = resolve;
+    });
+    for (const conn of this.#live()) if (!this.#transactions.has(conn.id)) this.#goodbye(conn);
+    this.#checkDrained();
+    const timer = setTimeout(() => {
+      for (const conn of this.#live()) this.#goodbye(conn);
+      this.#drained?.();
+    }, this.#options.shutdownTimeoutMs);
+    await drained;
+    clearTimeout(timer);
+    for (const tx of this.#transactions.values()) tx.abort();
+    await closed;
+  }
+}
+
+function envelopeAddress(address: SMTPServerAddress): EnvelopeAddress {
+  const raw = (address as unknown as ParsedAddressWithRaw).raw;
+  return raw ?? { address: address.address, params: [] };
+}
+
+function answer(callback: Callback, reply: SmtpReply): void {
+  if (isSuccess(reply)) callback(null, [reply.enhanced, reply.text].filter(Boolean).join(' '));
+  else callback(new SmtpReplyError(reply));
+}

@@ -1,0 +1,287 @@
+/**
+ * One inbound mail transaction (MAIL … RCPT … DATA), relayed as it happens:
+ *
+ * - MAIL: plugins may route the whole transaction; then MAIL FROM goes upstream at once and the
+ *   upstream's reply is the client's reply.
+ * - RCPT: each recipient is routed, forwarded, and answered with its destination's verdict. One
+ *   transaction has one synchronous destination; a recipient that routes elsewhere gets 452 and
+ *   the sender's MTA sends it in its own transaction (that is what 452 at RCPT asks of it).
+ * - DATA: the body streams, canonicalized (bare CR/LF policy, size limit), to the upstream and,
+ *   when copies are due, to the spool at the same time. The spool is made durable *before* the
+ *   terminating dot goes upstream, and committed before the client hears 250.
+ */
+import { randomBytes } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Destination } from '../destination.ts';
+import type { EnvelopeAddress } from '../envelope.ts';
+import { replyForError } from '../errors.ts';
+import { CanonicalBody, type BareLineEndingPolicy } from '../message-stream.ts';
+import { isSuccess, passThrough, Replies, type SmtpReply } from '../replies.ts';
+import type { Spool, SpoolRecord, SpoolWriter } from '../spool/types.ts';
+import type { UpstreamPool } from '../upstream/pool.ts';
+import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
+import type { PluginDriver } from '../../plugins/driver.ts';
+import type { ConnectionInfo, DeliverDecision, MailContext } from '../../plugins/types.ts';
+
+export interface TransactionDeps {
+  readonly driver: PluginDriver;
+  readonly pool: UpstreamPool;
+  readonly spool: Spool;
+  readonly timeouts: TransactionTimeouts;
+  readonly maxMessageBytes: number;
+  readonly bareLineEndings: BareLineEndingPolicy;
+  readonly log: Logger;
+}
+
+/** The synchronous side of the transaction, once a recipient or MAIL routed it. */
+interface Primary {
+  readonly key: string;
+  readonly decision: DeliverDecision;
+  tx?: UpstreamTransaction;
+  destination?: Destination;
+  /** Why the upstream transaction is unusable; every later command gets this reply. */
+  failure?: SmtpReply;
+}
+
+interface AcceptedRecipient {
+  readonly recipient: EnvelopeAddress;
+  readonly copies: readonly Destination[];
+}
+
+/** A summary for the one log line per transaction. */
+export interface TransactionSummary {
+  id: string;
+  from: string;
+  recipients: number;
+  size: number;
+  primary: string | undefined;
+  copies: number;
+  verdict: string;
+  latencyMs: number;
+}
+
+/** Queue ids: time-ordered, unique, safe as file names. */
+export const newQueueId = (): string => Date.now().toString(36).toUpperCase() + randomBytes(5).toString('hex').toUpperCase();
+
+const routeKey = (decision: DeliverDecision): string => decision.to.map((d) => d.label).join(',');
+
+export class InboundTransaction {
+  readonly id = newQueueId();
+  readonly startedAt = Date.now();
+  readonly #deps: TransactionDeps;
+  readonly #ctx: MailContext;
+  readonly #sender: EnvelopeAddress;
+  #mailDecision: DeliverDecision | undefined;
+  #primary: Primary | undefined;
+  readonly #accepted: AcceptedRecipient[] = [];
+  #size = 0;
+
+  constructor(deps: TransactionDeps, connection: ConnectionInfo, sender: EnvelopeAddress) {
+    this.#deps = deps;
+    this.#sender = sender;
+    this.#ctx = {
+      connection,
+      transactionId: this.id,
+      sender: sender.address,
+      notes: new Map(),
+      log: deps.log.child({ id: this.id }),
+    };
+  }
+
+  #fail(err: unknown): SmtpReply {
+    const reply = replyForError(err, { maxMessageBytes: this.#deps.maxMessageBytes });
+    this.#ctx.log.warn({ err: (err as Error)?.message, reply: reply.code }, 'transaction step failed');
+    return reply;
+  }
+
+  async mail(): Promise<SmtpReply> {
+    let decision;
+    try {
+      decision = await this.#deps.driver.mail(this.#ctx);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (decision?.kind === 'refuse') return decision.reply;
+    if (decision?.kind === 'deliver') {
+      this.#mailDecision = decision;
+      return this.#openPrimary(decision);
+    }
+    return Replies.senderOk();
+  }
+
+  async #openPrimary(decision: DeliverDecision): Promise<SmtpReply> {
+    const primary: Primary = { key: routeKey(decision), decision };
+    try {
+      const { tx, reply, destination } = await UpstreamTransaction.begin(
+        this.#deps.pool,
+        decision.to,
+        this.#sender,
+        this.#deps.timeouts,
+        (dest, err) => this.#ctx.log.warn({ destination: dest.label, err: err.message }, 'destination unavailable, trying the next'),
+      );
+      primary.destination = destination;
+      if (tx) primary.tx = tx;
+      else primary.failure = passThrough(reply);
+      this.#primary = primary;
+      return passThrough(reply);
+    } catch (err) {
+      // Nothing was opened: a later command may try again.
+      return this.#fail(err);
+    }
+  }
+
+  async rcpt(recipient: EnvelopeAddress): Promise<SmtpReply> {
+    let decision;
+    try {
+      decision =
+        (await this.#deps.driver.rcpt({
+          ...this.#ctx,
+          recipient: recipient.address,
+          acceptedRecipients: this.#accepted.map((a) => a.recipient.address),
+        })) ?? this.#mailDecision;
+    } catch (err) {
+      return this.#fail(err);
+    }
+    if (!decision) return Replies.noRoute();
+    if (decision.kind === 'refuse') return decision.reply;
+
+    if (this.#primary && this.#primary.key !== routeKey(decision)) return Replies.separateTransaction();
+    if (!this.#primary) {
+      const opened = await this.#openPrimary(decision);
+      if (!this.#primary) return opened;
+    }
+    const primary = this.#primary!;
+    if (primary.failure || !primary.tx) return primary.failure ?? Replies.localError();
+    try {
+      const verdict = passThrough(await primary.tx.rcpt(recipient));
+      if (isSuccess(verdict)) this.#accepted.push({ recipient, copies: decision.copies });
+      return verdict;
+    } catch (err) {
+      primary.tx.destroy();
+      primary.failure = this.#fail(err);
+      return primary.failure;
+    }
+  }
+
+  /** Relays the body. Always consumes `input` to its end, whatever happens upstream. */
+  async data(input: Readable): Promise<SmtpReply> {
+    const primary = this.#primary;
+    const tx = primary?.tx;
+    if (!primary || !tx || primary.failure) {
+      await drain(input);
+      return primary?.failure ?? Replies.localError();
+    }
+    primary.tx = undefined; // the upstream transaction ends with this DATA, whatever happens
+
+    const copies = this.#copies();
+    let writer: SpoolWriter | undefined;
+    try {
+      if (copies.length > 0) writer = this.#deps.spool.begin(this.id);
+    } catch (err) {
+      tx.abort();
+      await drain(input);
+      return this.#fail(err);
+    }
+
+    const canonical = new CanonicalBody({ policy: this.#deps.bareLineEndings, maxBytes: this.#deps.maxMessageBytes });
+    const toUpstream = new PassThrough();
+    input.once('error', (err) => canonical.destroy(err));
+    canonical.once('error', (err) => toUpstream.destroy(err));
+    if (writer) writer.body.once('error', (err) => toUpstream.destroy(err));
+    canonical.once('end', () => {
+      this.#size = canonical.bytes;
+      // Copies become durable before the upstream can accept: the dot waits for the fsync.
+      const ready = writer ? writer.prepare(this.#record(copies)) : Promise.resolve();
+      ready.then(
+        () => toUpstream.end(),
+        (err: unknown) => toUpstream.destroy(err as Error),
+      );
+    });
+    canonical.pipe(toUpstream, { end: false });
+    if (writer) canonical.pipe(writer.body, { end: false });
+    input.pipe(canonical);
+
+    let reply: SmtpReply;
+    try {
+      reply = passThrough(await tx.data(toUpstream));
+    } catch (err) {
+      reply = this.#fail(err);
+    } finally {
+      input.unpipe(canonical);
+      canonical.unpipe();
+      await drain(input);
+    }
+    if (!isSuccess(reply)) {
+      await writer?.abort();
+      return reply;
+    }
+    if (writer) {
+      try {
+        await writer.commit();
+      } catch (err) {
+        // The primary has the message but its copies are not safe: not a 250. The sender retries;
+        // the primary may see it twice, which is better than a backup never seeing it.
+        this.#ctx.log.error({ err: (err as Error).message }, 'primary accepted but the spool commit failed');
+        await writer.abort();
+        return this.#fail(err);
+      }
+    }
+    return reply;
+  }
+
+  /** Copies due for this message: per destination, the recipients the primary accepted. */
+  #copies(): Array<{ destination: Destination; recipients: EnvelopeAddress[] }> {
+    const byLabel = new Map<string, { destination: Destination; recipients: EnvelopeAddress[] }>();
+    for (const { recipient, copies } of this.#accepted) {
+      for (const destination of copies) {
+        const entry = byLabel.get(destination.label) ?? { destination, recipients: [] };
+        entry.recipients.push(recipient);
+        byLabel.set(destination.label, entry);
+      }
+    }
+    return [...byLabel.values()];
+  }
+
+  #record(copies: Array<{ destination: Destination; recipients: EnvelopeAddress[] }>): SpoolRecord {
+    return {
+      version: 1,
+      id: this.id,
+      createdAt: Date.now(),
+      sender: this.#sender,
+      client: { address: this.#ctx.connection.remoteAddress, helo: this.#ctx.connection.heloName },
+      size: this.#size,
+      copies: copies.map((c) => ({ destination: c.destination.label, recipients: c.recipients })),
+    };
+  }
+
+  /** The client abandoned the transaction (RSET, a new MAIL, QUIT, a dropped connection). */
+  abort(): void {
+    this.#primary?.tx?.abort();
+    if (this.#primary) this.#primary.tx = undefined;
+  }
+
+  summary(verdict: SmtpReply): TransactionSummary {
+    return {
+      id: this.id,
+      from: this.#sender.address,
+      recipients: this.#accepted.length,
+      size: this.#size,
+      primary: this.#primary?.destination?.label,
+      copies: this.#copies().length,
+      verdict: `${verdict.code}${verdict.enhanced ? ' ' + verdict.enhanced : ''} ${verdict.text}`,
+      latencyMs: Date.now() - this.startedAt,
+    };
+  }
+}
+
+/** Reads a stream to its end, discarding: smtp-server waits for the whole message. */
+function drain(stream: Readable): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.readableEnded || stream.destroyed) return resolve();
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+    stream.once('error', () => resolve());
+    stream.resume();
+  });
+}

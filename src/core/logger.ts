@@ -1,0 +1,20 @@
+/**
+ * Logs: pino JSON lines on stdout; human-readable when stdout is a terminal. Callers log
+ * envelopes and verdicts, never message bodies or secrets.
+ */
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export function createLogger(level: string, options: { pretty?: boolean } = {}): Logger {
+  const pretty = options.pretty ?? Boolean(process.stdout.isTTY);
+  if (!pretty) return pino({ level, base: { name: 'gosmtp-dup' } });
+  return pino({
+    level,
+    base: undefined,
+    transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } },
+  });
+}
+
+/** A logger that drops everything, for tests and embedded use. */
+export const silentLogger = (): Logger => pino({ level: 'silent' });

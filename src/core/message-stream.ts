@@ -1,0 +1,146 @@
+/**
+ * Message body streams. Two transforms, both streaming with O(1) state between chunks:
+ *
+ * - `canonicalBody`: what arrives from the client (already dot-unstuffed by smtp-server) becomes
+ *   the canonical body stored and relayed: bare CR / bare LF either normalized to CRLF or
+ *   rejected (SMTP smuggling, CVE-2023-51764: a lenient upstream must never see `<LF>.<LF>`),
+ *   and the size limit enforced while bytes flow, so nothing over the limit reaches anyone.
+ * - `dotStuffed`: a canonical body as it goes on the wire after DATA: leading dots doubled,
+ *   a final CRLF guaranteed, and the `.` terminator appended.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import { ErrorCodes, GsdError } from './errors.ts';
+
+export type BareLineEndingPolicy = 'normalize' | 'reject';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const CRLF = Buffer.from('\r\n');
+
+export interface CanonicalBodyOptions {
+  policy: BareLineEndingPolicy;
+  maxBytes: number;
+}
+
+/** Fixes or rejects bare CR and LF, and counts bytes against the limit. */
+export class CanonicalBody extends Transform {
+  /** Bytes of canonical output so far. */
+  bytes = 0;
+  /** The previous chunk ended in CR, whose meaning depends on the next byte. */
+  #pendingCR = false;
+  readonly #options: CanonicalBodyOptions;
+
+  constructor(options: CanonicalBodyOptions) {
+    super();
+    this.#options = options;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    try {
+      this.#emit(this.#canonical(chunk, false));
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  override _flush(done: TransformCallback): void {
+    try {
+      this.#emit(this.#canonical(Buffer.alloc(0), true));
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
+  }
+
+  #emit(out: Buffer): void {
+    if (out.length === 0) return;
+    this.bytes += out.length;
+    if (this.bytes > this.#options.maxBytes) {
+      throw new GsdError(ErrorCodes.MESSAGE_TOO_BIG, `message exceeds ${this.#options.maxBytes} bytes`);
+    }
+    this.push(out);
+  }
+
+  #canonical(chunk: Buffer, final: boolean): Buffer {
+    let input = chunk;
+    if (this.#pendingCR) {
+      input = Buffer.concat([Buffer.from([CR]), chunk]);
+      this.#pendingCR = false;
+    }
+    // Fast path: no CR or LF out of pairs. Most chunks of a well-formed message end here.
+    let last = input.length;
+    if (!final && input.length > 0 && input[input.length - 1] === CR) {
+      this.#pendingCR = true;
+      last -= 1;
+    }
+    const body = input.subarray(0, last);
+    if (!hasBareLineEnding(body)) return body;
+    if (this.#options.policy === 'reject') {
+      throw new GsdError(ErrorCodes.BARE_LINE_ENDING, 'message contains a bare CR or LF');
+    }
+    return normalizeLineEndings(body);
+  }
+}
+
+function hasBareLineEnding(buf: Buffer): boolean {
+  for (let i = buf.indexOf(LF); i !== -1; i = buf.indexOf(LF, i + 1)) {
+    if (i === 0 || buf[i - 1] !== CR) return true;
+  }
+  for (let i = buf.indexOf(CR); i !== -1; i = buf.indexOf(CR, i + 1)) {
+    if (i === buf.length - 1 || buf[i + 1] !== LF) return true;
+  }
+  return false;
+}
+
+/** CR LF stays; a lone CR or lone LF becomes CR LF. `buf` never ends in a CR awaiting its LF. */
+function normalizeLineEndings(buf: Buffer): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < buf.length; i++) {
+    const byte = buf[i]!;
+    if (byte === CR) {
+      out.push(CR, LF);
+      if (buf[i + 1] === LF) i++;
+    } else if (byte === LF) {
+      out.push(CR, LF);
+    } else {
+      out.push(byte);
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase. */
+export class DotStuffed extends Transform {
+  #atLineStart = true;
+  #lastTwo: Buffer = Buffer.from(CRLF); // an empty body needs no extra CRLF before the terminator
+  #sawBytes = false;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    if (chunk.length === 0) return done();
+    this.#sawBytes = true;
+    let start = 0;
+    let i = this.#atLineStart ? 0 : chunk.indexOf('\n.') + 1;
+    if (!this.#atLineStart && i === 0) i = -1;
+    while (i !== -1 && i < chunk.length) {
+      if (chunk[i] === DOT) {
+        // `i` is the first byte of a line and it is a dot: send it twice.
+        this.push(chunk.subarray(start, i + 1));
+        start = i; // the dot goes out again with the rest
+      }
+      const next = chunk.indexOf('\n.', i);
+      i = next === -1 ? -1 : next + 1;
+    }
+    this.push(chunk.subarray(start));
+    this.#atLineStart = chunk[chunk.length - 1] === LF;
+    this.#lastTwo = chunk.length >= 2 ? chunk.subarray(chunk.length - 2) : Buffer.from([this.#lastTwo[1]!, chunk[0]!]);
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    const endsWithCrlf = !this.#sawBytes || (this.#lastTwo[0] === CR && this.#lastTwo[1] === LF);
+    this.push(endsWithCrlf ? Buffer.from('.\r\n') : Buffer.from('\r\n.\r\n'));
+    done();
+  }
+}

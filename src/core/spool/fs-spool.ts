@@ -1,0 +1,307 @@
+/**
+ * The file-system spool. Layout under `queue.dir`:
+ *
+ *   tmp/<id>.eml, tmp/<id>.json     a message being received (discarded at start-up)
+ *   queue/<id>.eml                  committed body, shared by all copies of the message
+ *   queue/<id>.json                 committed record; its presence *is* the commit
+ *   queue/<id>.<n>.state.json       delivery state of copy n (absent: never attempted)
+ *   queue/<id>.<n>.done             copy n finished (delivered or dead), fsync'd before it counts
+ *   dead/<id>.<n>.json, dead/<id>.eml   dead letters with their reason, and the body
+ *   retry-now                       written by `gosmtp-dup queue retry` to wake a running router
+ *
+ * Commit = rename body, then rename record, then fsync the folder: a crash before the record's
+ * rename leaves an orphan body that start-up removes; the client never heard 250 for it.
+ */
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { ErrorCodes, GsdError } from '../errors.ts';
+import { fsyncDir, unlinkQuiet, writeFileDurable } from './durable-fs.ts';
+import type { EnvelopeAddress } from '../envelope.ts';
+import { copyRecipients, type CopyJob, type CopyOutcome, type CopyState, type DeadLetter, type Spool, type SpoolRecord, type SpoolWriter } from './types.ts';
+
+const ID_RE = /^[0-9A-Za-z]{6,40}$/;
+const RETRY_FILE = 'retry-now';
+const FRESH: CopyState = { attempts: 0, nextAttemptAt: 0 };
+
+export class FsSpool implements Spool {
+  readonly #dir: string;
+  readonly #tmp: string;
+  readonly #queue: string;
+  readonly #dead: string;
+  readonly #log: Logger;
+  /** Pending copies by `<id>.<n>`. */
+  readonly #jobs = new Map<string, CopyJob>();
+  readonly #listeners: Array<() => void> = [];
+  #watcher: NodeJS.Timeout | undefined;
+
+  constructor(dir: string, log: Logger) {
+    this.#dir = dir;
+    this.#tmp = join(dir, 'tmp');
+    this.#queue = join(dir, 'queue');
+    this.#dead = join(dir, 'dead');
+    this.#log = log;
+  }
+
+  async open(options: { watch?: boolean } = {}): Promise<void> {
+    for (const dir of [this.#dir, this.#tmp, this.#queue, this.#dead]) await mkdir(dir, { recursive: true, mode: 0o700 });
+    // Half-received messages: the client never got 250 for them and will send them again.
+    await rm(this.#tmp, { recursive: true, force: true });
+    await mkdir(this.#tmp, { mode: 0o700 });
+    await this.#load();
+    if (options.watch) {
+      this.#watcher = setInterval(() => void this.#checkRetryFile(), 1000);
+      this.#watcher.unref();
+    }
+  }
+
+  async #load(): Promise<void> {
+    this.#jobs.clear();
+    const names = new Set(await readdir(this.#queue));
+    for (const name of names) {
+      const match = /^(.+)\.json$/.exec(name);
+      if (!match || name.endsWith('.state.json')) continue;
+      const id = match[1]!;
+      let record: SpoolRecord;
+      try {
+        record = JSON.parse(await readFile(join(this.#queue, name), 'utf8')) as SpoolRecord;
+      } catch (err) {
+        this.#log.error({ id, err: (err as Error).message }, 'unreadable spool record left in place');
+        continue;
+      }
+      let open = 0;
+      for (let index = 0; index < record.copies.length; index++) {
+        if (names.has(`${id}.${index}.done`)) continue;
+        open++;
+        let state = FRESH;
+        if (names.has(`${id}.${index}.state.json`)) {
+          try {
+            state = JSON.parse(await readFile(join(this.#queue, `${id}.${index}.state.json`), 'utf8')) as CopyState;
+          } catch {
+            state = FRESH; // a torn state file only loses the attempt count: deliver again
+          }
+        }
+        this.#jobs.set(`${id}.${index}`, { record, index, state });
+      }
+      if (open === 0) await this.#removeFiles(id, record.copies.length);
+    }
+    // Bodies without a record were never committed.
+    for (const name of names) {
+      const match = /^(.+)\.eml$/.exec(name);
+      if (match && !names.has(`${match[1]}.json`)) await unlinkQuiet(join(this.#queue, name));
+    }
+  }
+
+  begin(id: string): SpoolWriter {
+    if (!ID_RE.test(id)) throw new GsdError(ErrorCodes.SPOOL_FAILED, `invalid queue id ${id}`);
+    return new FsSpoolWriter(this, id, join(this.#tmp, `${id}.eml`), join(this.#tmp, `${id}.json`));
+  }
+
+  /** Called by the writer once its files are renamed into `queue/`. */
+  async _committed(id: string, tmpBody: string, tmpRecord: string, record: SpoolRecord): Promise<void> {
+    await rename(tmpBody, join(this.#queue, `${id}.eml`));
+    await rename(tmpRecord, join(this.#queue, `${id}.json`));
+    await fsyncDir(this.#queue);
+    record.copies.forEach((_copy, index) => this.#jobs.set(`${id}.${index}`, { record, index, state: FRESH }));
+    this.#emitDue();
+  }
+
+  pending(): readonly CopyJob[] {
+    return [...this.#jobs.values()];
+  }
+
+  openBody(id: string): Readable {
+    return createReadStream(join(this.#queue, `${id}.eml`));
+  }
+
+  async settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
+    const { record, index } = job;
+    const key = `${record.id}.${index}`;
+    const attempts = job.state.attempts + 1;
+    // Recipients that will never be delivered are written down before anything else changes.
+    if (outcome.dead && outcome.dead.recipients.length > 0) await this.#writeDead(job, outcome.dead.recipients, outcome.dead.reason, attempts);
+    const retry = outcome.retry;
+    if (retry && retry.recipients.length > 0) {
+      const state: CopyState = {
+        attempts,
+        nextAttemptAt: retry.nextAttemptAt,
+        lastAttemptAt: Date.now(),
+        lastError: retry.error,
+        remaining: retry.recipients,
+      };
+      // The folder is fsync'd only when the recipient list shrank (some were delivered): a lost
+      // attempt count merely brings the next try forward, a lost list would repeat deliveries.
+      const shrank = retry.recipients.length < copyRecipients(job).length;
+      await writeFileDurable(join(this.#queue, `${key}.state.json`), JSON.stringify(state), shrank);
+      this.#jobs.set(key, { record, index, state });
+      return;
+    }
+    // Finished: the marker must be on disk before we forget, or a restart would send it again.
+    await writeFileDurable(join(this.#queue, `${key}.done`), '');
+    this.#jobs.delete(key);
+    const stillOpen = record.copies.some((_c, i) => this.#jobs.has(`${record.id}.${i}`));
+    if (!stillOpen) await this.#removeFiles(record.id, record.copies.length);
+  }
+
+  async #writeDead(job: CopyJob, recipients: readonly EnvelopeAddress[], reason: string, attempts: number): Promise<void> {
+    const { record, index } = job;
+    const letter: DeadLetter = {
+      id: record.id,
+      destination: record.copies[index]!.destination,
+      recipients,
+      reason,
+      attempts,
+      deadAt: Date.now(),
+    };
+    try {
+      await link(join(this.#queue, `${record.id}.eml`), join(this.#dead, `${record.id}.eml`));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    // Several dead-letter events for one copy (partial failures) each get their own file.
+    let name = `${record.id}.${index}.json`;
+    for (let n = 1; await exists(join(this.#dead, name)); n++) name = `${record.id}.${index}.${n}.json`;
+    await writeFileDurable(join(this.#dead, name), JSON.stringify({ ...letter, sender: record.sender, createdAt: record.createdAt }, null, 2));
+    this.#log.warn({ id: record.id, destination: letter.destination, recipients: recipients.length, reason }, 'copy dead-lettered');
+  }
+
+  async #removeFiles(id: string, copies: number): Promise<void> {
+    // Record first: once it is gone the message no longer exists, whatever else remains.
+    await unlinkQuiet(join(this.#queue, `${id}.json`));
+    await unlinkQuiet(join(this.#queue, `${id}.eml`));
+    for (let index = 0; index < copies; index++) {
+      await unlinkQuiet(join(this.#queue, `${id}.${index}.state.json`));
+      await unlinkQuiet(join(this.#queue, `${id}.${index}.done`));
+    }
+  }
+
+  async retryNow(id?: string): Promise<number> {
+    let count = 0;
+    for (const [key, job] of this.#jobs) {
+      if (id !== undefined && job.record.id !== id) continue;
+      const state: CopyState = { ...job.state, nextAttemptAt: 0 };
+      await writeFileDurable(join(this.#queue, `${key}.state.json`), JSON.stringify(state), false);
+      this.#jobs.set(key, { ...job, state });
+      count++;
+    }
+    // A router running on this spool picks the change up within a second.
+    await writeFileDurable(join(this.#dir, RETRY_FILE), id ?? '*', false);
+    this.#emitDue();
+    return count;
+  }
+
+  async #checkRetryFile(): Promise<void> {
+    try {
+      await stat(join(this.#dir, RETRY_FILE));
+    } catch {
+      return;
+    }
+    await unlinkQuiet(join(this.#dir, RETRY_FILE));
+    for (const [key, job] of this.#jobs) this.#jobs.set(key, { ...job, state: { ...job.state, nextAttemptAt: 0 } });
+    this.#emitDue();
+  }
+
+  async remove(id: string): Promise<boolean> {
+    if (!ID_RE.test(id)) return false;
+    const exists_ = await exists(join(this.#queue, `${id}.json`));
+    let copies = 0;
+    for (const [key, job] of this.#jobs) {
+      if (job.record.id !== id) continue;
+      copies = Math.max(copies, job.record.copies.length);
+      this.#jobs.delete(key);
+    }
+    await this.#removeFiles(id, Math.max(copies, 64));
+    return exists_;
+  }
+
+  async deadLetters(): Promise<DeadLetter[]> {
+    const letters: DeadLetter[] = [];
+    for (const name of await readdir(this.#dead)) {
+      if (!name.endsWith('.json') || name.includes('.tmp')) continue;
+      letters.push(JSON.parse(await readFile(join(this.#dead, name), 'utf8')) as DeadLetter);
+    }
+    return letters.sort((a, b) => a.deadAt - b.deadAt);
+  }
+
+  onDue(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  #emitDue(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
+  async close(): Promise<void> {
+    if (this.#watcher) clearInterval(this.#watcher);
+  }
+}
+
+class FsSpoolWriter implements SpoolWriter {
+  readonly body: WriteStream;
+  #record: SpoolRecord | undefined;
+  #finished = false;
+
+  constructor(
+    private readonly spool: FsSpool,
+    private readonly id: string,
+    private readonly bodyPath: string,
+    private readonly recordPath: string,
+  ) {
+    this.body = createWriteStream(bodyPath, { flags: 'wx', mode: 0o600 });
+  }
+
+  async prepare(record: SpoolRecord): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (this.body.writableFinished) return resolve();
+        this.body.once('error', reject);
+        this.body.once('finish', resolve);
+        this.body.end();
+      });
+      // The stream closes its descriptor without fsync; reopen to make the data durable.
+      await syncFile(this.bodyPath);
+      await writeFileDurable(this.recordPath, JSON.stringify(record), false);
+      this.#record = record;
+    } catch (err) {
+      throw new GsdError(ErrorCodes.SPOOL_FAILED, `cannot store message ${this.id}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (!this.#record) throw new GsdError(ErrorCodes.SPOOL_FAILED, 'commit before prepare');
+    try {
+      await this.spool._committed(this.id, this.bodyPath, this.recordPath, this.#record);
+      this.#finished = true;
+    } catch (err) {
+      throw new GsdError(ErrorCodes.SPOOL_FAILED, `cannot commit message ${this.id}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.body.destroy();
+    await unlinkQuiet(this.bodyPath).catch(() => undefined);
+    await unlinkQuiet(this.recordPath).catch(() => undefined);
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

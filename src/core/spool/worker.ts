@@ -1,0 +1,188 @@
+/**
+ * Delivers spooled copies, each to its destination, independently of the others.
+ * 4xx and connection trouble: retry with exponential backoff. 5xx, or a copy older than
+ * `maxAgeMs`: dead letter with the reason. Each attempt's outcome is recorded before the next.
+ */
+import type { Logger } from 'pino';
+import { parseDestination } from '../destination.ts';
+import type { EnvelopeAddress } from '../envelope.ts';
+import { formatReply, replyClass } from '../replies.ts';
+import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
+import type { UpstreamPool } from '../upstream/pool.ts';
+import { copyRecipients, type CopyJob, type CopyOutcome, type Spool } from './types.ts';
+
+export interface WorkerOptions extends TransactionTimeouts {
+  retryInitialMs: number;
+  retryMaxMs: number;
+  maxAgeMs: number;
+  /** Copies in flight at once, across destinations. */
+  concurrency: number;
+  heloName: string;
+}
+
+export class CopyWorker {
+  readonly #spool: Spool;
+  readonly #pool: UpstreamPool;
+  readonly #options: WorkerOptions;
+  readonly #log: Logger;
+  readonly #inFlight = new Map<string, Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = true;
+
+  constructor(spool: Spool, pool: UpstreamPool, options: WorkerOptions, log: Logger) {
+    this.#spool = spool;
+    this.#pool = pool;
+    this.#options = options;
+    this.#log = log;
+    spool.onDue(() => this.kick());
+  }
+
+  start(): void {
+    this.#stopped = false;
+    this.kick();
+  }
+
+  /** Looks for due copies now. */
+  kick(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#tick(), 0);
+  }
+
+  #tick(): void {
+    if (this.#stopped) return;
+    const now = Date.now();
+    let nextDue = Infinity;
+    for (const job of this.#spool.pending()) {
+      const key = `${job.record.id}.${job.index}`;
+      if (this.#inFlight.has(key)) continue;
+      if (job.state.nextAttemptAt > now) {
+        nextDue = Math.min(nextDue, job.state.nextAttemptAt);
+        continue;
+      }
+      if (this.#inFlight.size >= this.#options.concurrency) break;
+      const run = this.#attempt(job).finally(() => {
+        this.#inFlight.delete(key);
+        this.kick();
+      });
+      this.#inFlight.set(key, run);
+    }
+    if (nextDue !== Infinity && this.#inFlight.size < this.#options.concurrency) {
+      clearTimeout(this.#timer);
+      // Timers beyond ~24 days overflow; the next tick re-arms.
+      this.#timer = setTimeout(() => this.#tick(), Math.min(nextDue - now, 2 ** 30));
+      this.#timer.unref();
+    }
+  }
+
+  async #attempt(job: CopyJob): Promise<void> {
+    const { record } = job;
+    const copy = record.copies[job.index]!;
+    const attempt = job.state.attempts + 1;
+    let outcome: CopyOutcome;
+    try {
+      outcome = await this.#deliver(job);
+    } catch (err) {
+      outcome = this.#retryAll(job, (err as Error).message);
+    }
+    const log = {
+      id: record.id,
+      destination: copy.destination,
+      attempt,
+      recipients: copyRecipients(job).length,
+      dead: outcome.dead?.recipients.length ?? 0,
+      retry: outcome.retry?.recipients.length ?? 0,
+      verdict: outcome.retry?.error ?? outcome.dead?.reason ?? 'delivered',
+      nextRetry: outcome.retry ? new Date(outcome.retry.nextAttemptAt).toISOString() : undefined,
+    };
+    if (outcome.retry) this.#log.warn(log, 'copy deferred');
+    else if (outcome.dead) this.#log.warn(log, 'copy failed');
+    else this.#log.info(log, 'copy delivered');
+    try {
+      await this.#spool.settle(job, outcome);
+    } catch (err) {
+      // The state stays as it was: the copy is attempted again (at-least-once, never lost).
+      this.#log.error({ id: record.id, destination: copy.destination, err: (err as Error).message }, 'cannot record copy outcome');
+    }
+  }
+
+  async #deliver(job: CopyJob): Promise<CopyOutcome> {
+    const { record } = job;
+    const destination = parseDestination(record.copies[job.index]!.destination);
+    if (typeof destination === 'string') return { dead: { recipients: copyRecipients(job), reason: `invalid destination: ${destination}` } };
+    const recipients = copyRecipients(job);
+    const { tx, reply } = await UpstreamTransaction.begin(this.#pool, [destination], record.sender, this.#options);
+    if (!tx) return this.#classifyAll(job, recipients, `MAIL: ${formatReply(reply)}`, replyClass(reply) === 'reject');
+
+    const accepted: EnvelopeAddress[] = [];
+    const refused: EnvelopeAddress[] = [];
+    const deferred: EnvelopeAddress[] = [];
+    const refusedWhy: string[] = [];
+    const deferredWhy: string[] = [];
+    for (const recipient of recipients) {
+      const verdict = await tx.rcpt(recipient);
+      const kind = replyClass(verdict);
+      if (kind === 'success') accepted.push(recipient);
+      else if (kind === 'reject') {
+        refused.push(recipient);
+        refusedWhy.push(`RCPT <${recipient.address}>: ${formatReply(verdict)}`);
+      } else {
+        deferred.push(recipient);
+        deferredWhy.push(`RCPT <${recipient.address}>: ${formatReply(verdict)}`);
+      }
+    }
+    if (accepted.length === 0) {
+      tx.abort();
+      return this.#outcome(job, refused, refusedWhy.join('; '), deferred, deferredWhy.join('; '));
+    }
+    let final;
+    try {
+      final = await tx.data(this.#spool.openBody(record.id));
+    } catch (err) {
+      return this.#outcome(job, refused, refusedWhy.join('; '), [...accepted, ...deferred], (err as Error).message);
+    }
+    const dataWhy = `DATA: ${formatReply(final)}`;
+    switch (replyClass(final)) {
+      case 'success':
+        return this.#outcome(job, refused, refusedWhy.join('; '), deferred, deferredWhy.join('; '));
+      case 'reject':
+        return this.#outcome(job, [...refused, ...accepted], [...refusedWhy, dataWhy].join('; '), deferred, deferredWhy.join('; '));
+      default:
+        return this.#outcome(job, refused, refusedWhy.join('; '), [...accepted, ...deferred], dataWhy);
+    }
+  }
+
+  /** Builds an outcome; retries that exceeded the maximum age become dead letters. */
+  #outcome(job: CopyJob, dead: EnvelopeAddress[], deadReason: string, retry: EnvelopeAddress[], retryError: string): CopyOutcome {
+    const age = Date.now() - job.record.createdAt;
+    const outcome: { dead?: CopyOutcome['dead']; retry?: CopyOutcome['retry'] } = {};
+    if (retry.length > 0 && age >= this.#options.maxAgeMs) {
+      dead = [...dead, ...retry];
+      deadReason = [deadReason, `expired after ${job.state.attempts + 1} attempts: ${retryError}`].filter(Boolean).join('; ');
+      retry = [];
+    }
+    if (dead.length > 0) outcome.dead = { recipients: dead, reason: deadReason };
+    if (retry.length > 0) outcome.retry = { recipients: retry, error: retryError, nextAttemptAt: Date.now() + this.#backoffMs(job.state.attempts + 1) };
+    return outcome;
+  }
+
+  #classifyAll(job: CopyJob, recipients: readonly EnvelopeAddress[], reason: string, permanent: boolean): CopyOutcome {
+    return permanent ? this.#outcome(job, [...recipients], reason, [], '') : this.#outcome(job, [], '', [...recipients], reason);
+  }
+
+  #retryAll(job: CopyJob, error: string): CopyOutcome {
+    return this.#outcome(job, [], '', [...copyRecipients(job)], error);
+  }
+
+  #backoffMs(attempts: number): number {
+    const { retryInitialMs, retryMaxMs } = this.#options;
+    return Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(attempts - 1, 30));
+  }
+
+  /** Stops taking new copies and waits for the ones in flight. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await Promise.allSettled(this.#inFlight.values());
+  }
+}

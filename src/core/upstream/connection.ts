@@ -1,0 +1,230 @@
+/**
+ * One SMTP client connection to an upstream server, command by command.
+ *
+ * Written for a relay rather than taken from nodemailer's SMTPConnection: a relay must forward
+ * each RCPT as the client sends it and hand back that recipient's own verdict, send the envelope
+ * exactly as received (parameters included, no punycode or address rewriting), and bound every
+ * step with its own timeout. nodemailer only sends whole envelopes.
+ *
+ * Replies are matched to commands in order, so commands may be pipelined.
+ */
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+import { ErrorCodes, GsdError } from '../errors.ts';
+import type { Destination } from '../destination.ts';
+import { DotStuffed } from '../message-stream.ts';
+import { ReplyReader, type UpstreamReply } from './reply-reader.ts';
+
+export interface ConnectOptions {
+  /** Bounds connect, greeting and each command. */
+  timeoutMs: number;
+  /** Name sent with EHLO/HELO. */
+  heloName: string;
+}
+
+interface Pending {
+  step: string;
+  timeoutMs: number;
+  /** Unset while the reply cannot come yet (the final reply, while the body is still flowing). */
+  timer?: NodeJS.Timeout;
+  resolve: (reply: UpstreamReply) => void;
+  reject: (err: Error) => void;
+}
+
+export class UpstreamConnection {
+  readonly destination: Destination;
+  /** EHLO keywords, upper case, with their parameters (`SIZE` -> `10240000`). */
+  readonly extensions = new Map<string, string>();
+  #socket: net.Socket;
+  #reader = new ReplyReader();
+  #pending: Pending[] = [];
+  #failure: GsdError | undefined;
+  /** Set when a transaction was interrupted; the connection needs RSET before reuse. */
+  dirty = false;
+  /** When the connection was last used, for idle expiry in the pool. */
+  lastUsed = Date.now();
+
+  private constructor(destination: Destination, socket: net.Socket) {
+    this.destination = destination;
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (err) => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err })));
+    socket.on('close', () => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed')));
+  }
+
+  /** Connects, reads the greeting, and says EHLO (HELO if EHLO is refused). */
+  static async open(destination: Destination, options: ConnectOptions): Promise<UpstreamConnection> {
+    const socket = await connectSocket(destination, options.timeoutMs);
+    const conn = new UpstreamConnection(destination, socket);
+    try {
+      const greeting = await conn.#expect('greeting', options.timeoutMs);
+      if (greeting.code !== 220) {
+        throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} greeted with ${greeting.code} ${greeting.text}`, {
+          step: 'greeting',
+        });
+      }
+      let hello = await conn.command(`EHLO ${options.heloName}`, 'EHLO', options.timeoutMs);
+      if (hello.code >= 500) hello = await conn.command(`HELO ${options.heloName}`, 'HELO', options.timeoutMs);
+      if (hello.code !== 250) {
+        throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} refused EHLO/HELO with ${hello.code} ${hello.text}`, {
+          step: 'EHLO',
+        });
+      }
+      for (const line of hello.lines.slice(1)) {
+        const [keyword, ...rest] = line.trim().split(/\s+/);
+        if (keyword) conn.extensions.set(keyword.toUpperCase(), rest.join(' '));
+      }
+      return conn;
+    } catch (err) {
+      conn.destroy();
+      throw err instanceof GsdError && err.code === ErrorCodes.UPSTREAM_LOST
+        ? new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} closed the connection before it was ready`, { cause: err })
+        : err;
+    }
+  }
+
+  get usable(): boolean {
+    return this.#failure === undefined && !this.#socket.destroyed;
+  }
+
+  /** Sends one command line and resolves with its reply (any code: the caller judges it). */
+  command(line: string, step: string, timeoutMs: number): Promise<UpstreamReply> {
+    const reply = this.#expect(step, timeoutMs);
+    this.#write(`${line}\r\n`);
+    return reply;
+  }
+
+  /**
+   * Sends DATA and, on 354, the body: dot-stuffed and terminated here. Resolves with the reply to
+   * DATA if it was not 354, else with the final reply, waited for up to `finalTimeoutMs`.
+   * If `body` fails (the client went away, a policy error) the connection is destroyed before the
+   * terminating dot, so the upstream never accepts a partial message.
+   */
+  async data(body: Readable, timeoutMs: number, finalTimeoutMs: number): Promise<UpstreamReply> {
+    const go = await this.command('DATA', 'DATA', timeoutMs);
+    if (go.code !== 354) return go;
+    // The final reply cannot come before the terminator is written, so its clock starts then.
+    const final = this.#expect('final', finalTimeoutMs, false);
+    final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
+    const wire = new DotStuffed();
+    await new Promise<void>((resolve, reject) => {
+      const onClose = () => fail(this.#failure ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed', { step: 'body' }));
+      const settle = () => {
+        this.#socket.off('close', onClose);
+        body.off('error', fail);
+        wire.off('error', fail);
+      };
+      function fail(this: void, err: Error): void {
+        settle();
+        body.unpipe(wire);
+        reject(err);
+      }
+      body.once('error', fail);
+      wire.once('error', fail);
+      this.#socket.once('close', onClose);
+      wire.once('end', () => {
+        settle();
+        resolve();
+      });
+      body.pipe(wire).pipe(this.#socket, { end: false });
+    }).catch((err: Error) => {
+      const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err, step: 'body' });
+      this.destroy(failure); // before the terminator: the upstream discards the partial message
+      throw failure;
+    });
+    this.#armHeadTimer();
+    return final;
+  }
+
+  /** Ends the connection politely: QUIT, then close, without waiting long. */
+  quit(): void {
+    if (!this.usable) return this.destroy();
+    this.#expect('QUIT', 2000).catch(() => undefined).finally(() => this.destroy());
+    this.#write('QUIT\r\n');
+  }
+
+  destroy(reason?: GsdError): void {
+    this.#fail(reason ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed by router'));
+    this.#socket.destroy();
+  }
+
+  #write(data: string): void {
+    if (this.#failure) return; // the pending promise is rejected already
+    this.lastUsed = Date.now();
+    this.#socket.write(data, 'latin1');
+  }
+
+  #expect(step: string, timeoutMs: number, armNow = true): Promise<UpstreamReply> {
+    return new Promise<UpstreamReply>((resolve, reject) => {
+      if (this.#failure) return reject(this.#failure);
+      const pending: Pending = { step, timeoutMs, resolve, reject };
+      if (armNow) pending.timer = this.#timer(step, timeoutMs);
+      this.#pending.push(pending);
+    });
+  }
+
+  #armHeadTimer(): void {
+    const head = this.#pending[0];
+    if (head && head.timer === undefined) head.timer = this.#timer(head.step, head.timeoutMs);
+  }
+
+  #timer(step: string, timeoutMs: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      this.destroy(
+        new GsdError(ErrorCodes.UPSTREAM_TIMEOUT, `${this.destination.label}: no reply to ${step} within ${timeoutMs} ms`, { step }),
+      );
+    }, timeoutMs);
+  }
+
+  #onData(chunk: Buffer): void {
+    let replies: UpstreamReply[];
+    try {
+      replies = this.#reader.push(chunk);
+    } catch (err) {
+      const step = this.#pending[0]?.step;
+      this.destroy(new GsdError(ErrorCodes.UPSTREAM_PROTOCOL, `${this.destination.label}: ${(err as Error).message}`, { step }));
+      return;
+    }
+    for (const reply of replies) {
+      const pending = this.#pending.shift();
+      if (!pending) {
+        // A reply nobody asked for: the dialogue is out of step and cannot be trusted again.
+        this.destroy(new GsdError(ErrorCodes.UPSTREAM_PROTOCOL, `${this.destination.label}: unexpected reply ${reply.code}`));
+        return;
+      }
+      clearTimeout(pending.timer);
+      pending.resolve(reply);
+    }
+    if (replies.length > 0) this.lastUsed = Date.now();
+  }
+
+  #fail(err: GsdError): void {
+    if (this.#failure) return;
+    this.#failure = err;
+    for (const pending of this.#pending.splice(0)) {
+      clearTimeout(pending.timer);
+      pending.reject(err.step ? err : new GsdError(err.code, err.message, { cause: err.cause, step: pending.step }));
+    }
+    this.#socket.destroy();
+  }
+}
+
+function connectSocket(destination: Destination, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: destination.host, port: destination.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new GsdError(ErrorCodes.UPSTREAM_TIMEOUT, `${destination.label}: connect timed out after ${timeoutMs} ms`, { step: 'connect' }));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label}: ${err.message}`, { cause: err, step: 'connect' }));
+    });
+  });
+}

@@ -1,0 +1,115 @@
+/**
+ * The one delivery primitive every strategy is built on: an SMTP transaction with one upstream,
+ * opened against an ordered list of candidate destinations (failover before anything was said),
+ * then driven recipient by recipient and finished with the message stream.
+ */
+import type { Readable } from 'node:stream';
+import type { Destination } from '../destination.ts';
+import { mailCommand, rcptCommand, type EnvelopeAddress } from '../envelope.ts';
+import { ErrorCodes, GsdError } from '../errors.ts';
+import type { UpstreamConnection } from './connection.ts';
+import type { UpstreamPool } from './pool.ts';
+import type { UpstreamReply } from './reply-reader.ts';
+
+export interface TransactionTimeouts {
+  /** Each command, connect and greeting. */
+  timeoutMs: number;
+  /** The final reply after the message body. */
+  finalTimeoutMs: number;
+}
+
+/** Errors that mean "this server is not there": the next candidate may take the transaction. */
+const FAILOVER_CODES = new Set<string>([ErrorCodes.UPSTREAM_UNAVAILABLE, ErrorCodes.UPSTREAM_TIMEOUT]);
+
+export class UpstreamTransaction {
+  #conn: UpstreamConnection | undefined;
+  readonly #pool: UpstreamPool;
+  readonly #timeouts: TransactionTimeouts;
+  readonly destination: Destination;
+
+  private constructor(pool: UpstreamPool, conn: UpstreamConnection, timeouts: TransactionTimeouts) {
+    this.#pool = pool;
+    this.#conn = conn;
+    this.#timeouts = timeouts;
+    this.destination = conn.destination;
+  }
+
+  /**
+   * Sends MAIL FROM to the first candidate that answers. Connection failures and timeouts before
+   * MAIL move on to the next candidate; a reply to MAIL, whatever it is, is the verdict.
+   * Resolves with the transaction (only when MAIL was accepted) and the reply; throws when no
+   * candidate could be reached (a GsdError saying why the last one failed).
+   */
+  static async begin(
+    pool: UpstreamPool,
+    candidates: readonly Destination[],
+    sender: EnvelopeAddress,
+    timeouts: TransactionTimeouts,
+    onFailover?: (destination: Destination, err: GsdError) => void,
+  ): Promise<{ tx: UpstreamTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
+    let lastError: unknown;
+    for (const destination of candidates) {
+      try {
+        let { conn, reused } = await pool.acquire(destination);
+        let reply: UpstreamReply;
+        try {
+          reply = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs);
+        } catch (err) {
+          // A pooled connection the server closed while idle: one fresh try, nothing was sent yet.
+          if (!reused) throw err;
+          ({ conn, reused } = await pool.acquire(destination, true));
+          reply = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs);
+        }
+        if (reply.code >= 200 && reply.code < 300) return { tx: new UpstreamTransaction(pool, conn, timeouts), reply, destination };
+        pool.release(conn); // no transaction open: nothing to reset
+        return { tx: undefined, reply, destination };
+      } catch (err) {
+        lastError = err;
+        if (!(err instanceof GsdError && FAILOVER_CODES.has(err.code))) throw err;
+        onFailover?.(destination, err);
+      }
+    }
+    throw lastError ?? new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, 'no destination to deliver to');
+  }
+
+  #connection(): UpstreamConnection {
+    if (!this.#conn) throw new GsdError(ErrorCodes.UPSTREAM_LOST, 'transaction already finished');
+    return this.#conn;
+  }
+
+  rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
+    const conn = this.#connection();
+    return conn.command(rcptCommand(recipient, conn.extensions), 'RCPT', this.#timeouts.timeoutMs);
+  }
+
+  /** Sends the body; the connection goes back to the pool after a final reply, or is closed. */
+  async data(body: Readable): Promise<UpstreamReply> {
+    const conn = this.#connection();
+    this.#conn = undefined;
+    try {
+      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs);
+      // A refused DATA (not 354) leaves the transaction open upstream.
+      if (reply.code !== 250) conn.dirty = true;
+      this.#pool.release(conn);
+      return reply;
+    } catch (err) {
+      conn.destroy();
+      throw err;
+    }
+  }
+
+  /** Abandons the transaction: the connection is RSET before it is reused. */
+  abort(): void {
+    const conn = this.#conn;
+    if (!conn) return;
+    this.#conn = undefined;
+    conn.dirty = true;
+    this.#pool.release(conn);
+  }
+
+  /** Abandons the transaction and the connection, e.g. when the message must not complete. */
+  destroy(): void {
+    this.#conn?.destroy();
+    this.#conn = undefined;
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Deliberately lenient or broken upstreams, written on raw sockets: a server that takes
+ * `<LF>.<LF>` as the end of a message (as vulnerable servers did before CVE-2023-51764), one that
+ * never greets, one that drops the connection at a given command.
+ */
+import net, { type AddressInfo } from 'node:net';
+
+export type RawServerMode =
+  /** A permissive SMTP server: accepts everything, ends DATA at any `.` line, whatever its line endings. */
+  | 'lenient'
+  /** Accepts the connection and never says anything. */
+  | 'silent'
+  /** Behaves until the named command, then closes the connection without a reply. */
+  | { dropAt: 'MAIL' | 'RCPT' | 'DATA' | 'BODY' }
+  /** Behaves until the message body, then never answers the final dot. */
+  | 'hangAfterBody';
+
+export interface RawServer {
+  readonly port: number;
+  readonly label: string;
+  /** Messages as the server understood them: one entry per message it believes it received. */
+  readonly messages: Array<{ from: string; to: string[]; body: string }>;
+  /** Connections accepted so far. */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+// A permissive end-of-data: a dot alone on a line, whatever combination of CR and LF ends the lines.
+const LENIENT_END = /(?:^|\r\n|\n|\r)\.(?:\r\n|\n|\r)/;
+
+export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
+  const messages: RawServer['messages'] = [];
+  const sockets = new Set<net.Socket>();
+  let connections = 0;
+  const server = net.createServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    if (mode === 'silent') return;
+    const dropAt = typeof mode === 'object' ? mode.dropAt : undefined;
+    let buffer = '';
+    let inData = false;
+    let envelope = { from: '', to: [] as string[] };
+    socket.write('220 raw ESMTP\r\n');
+    const reply = (line: string) => socket.write(`${line}\r\n`);
+    socket.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString('latin1');
+      for (;;) {
+        if (inData) {
+          const end = LENIENT_END.exec(buffer);
+          if (!end) {
+            if (dropAt === 'BODY' && buffer.length > 0) return void socket.destroy();
+            return;
+          }
+          const body = buffer.slice(0, end.index);
+          buffer = buffer.slice(end.index + end[0].length);
+          inData = false;
+          if (mode === 'hangAfterBody') return;
+          messages.push({ ...envelope, body });
+          envelope = { from: '', to: [] };
+          reply(`250 2.0.0 Ok: queued as raw-${messages.length}`);
+          continue;
+        }
+        const newline = buffer.indexOf('\n');
+        if (newline === -1) return;
+        const line = buffer.slice(0, newline).replace(/\r$/, '');
+        buffer = buffer.slice(newline + 1);
+        const verb = line.slice(0, 4).toUpperCase();
+        if (dropAt && verb === dropAt.slice(0, 4)) return void socket.destroy();
+        if (verb === 'EHLO') reply('250-raw\r\n250 PIPELINING');
+        else if (verb === 'HELO') reply('250 raw');
+        else if (verb === 'MAIL') {
+          envelope.from = line.slice(line.indexOf(':') + 1).trim();
+          reply('250 2.1.0 Ok');
+        } else if (verb === 'RCPT') {
+          envelope.to.push(line.slice(line.indexOf(':') + 1).trim());
+          reply('250 2.1.5 Ok');
+        } else if (verb === 'DATA') {
+          inData = true;
+          reply('354 go ahead');
+        } else if (verb === 'RSET') {
+          envelope = { from: '', to: [] };
+          reply('250 2.0.0 Ok');
+        } else if (verb === 'QUIT') {
+          reply('221 2.0.0 Bye');
+          socket.end();
+          return;
+        } else if (verb === 'NOOP') reply('250 2.0.0 Ok');
+        else reply('502 5.5.2 Unknown command');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    label: `127.0.0.1:${port}`,
+    messages,
+    connections: () => connections,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

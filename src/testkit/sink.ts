@@ -1,0 +1,158 @@
+/**
+ * Capture servers: strict SMTP servers (smtp-server) on loopback that record every message they
+ * accept, byte for byte, and can be told to refuse, defer or hang at any step. Used by the
+ * project's tests, the demo, and anyone testing their own plugins.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
+import { patchSmtpServer } from '../core/inbound/smtp-server-patches.ts';
+import type { SmtpReply } from '../core/replies.ts';
+
+export interface CapturedMessage {
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly mailParams: readonly string[];
+  readonly rcptParams: readonly (readonly string[])[];
+  /** The message exactly as received (dot-unstuffed). */
+  readonly body: Buffer;
+  readonly receivedAt: number;
+}
+
+/** Decide a reply for a step; `undefined` accepts. Replies must be 4xx/5xx. */
+export interface SinkBehaviour {
+  mail?(from: string): SmtpReply | undefined;
+  rcpt?(to: string): SmtpReply | undefined;
+  data?(message: CapturedMessage): SmtpReply | undefined;
+}
+
+export interface Sink {
+  readonly name: string;
+  readonly port: number;
+  /** `127.0.0.1:port`, ready to use as a destination. */
+  readonly label: string;
+  readonly messages: CapturedMessage[];
+  /** Replaces the behaviour (e.g. to bring a failing server back). */
+  behave(behaviour: SinkBehaviour): void;
+  /** Resolves once `count` messages have arrived; rejects after `timeoutMs`. */
+  waitFor(count: number, timeoutMs?: number): Promise<CapturedMessage[]>;
+  close(): Promise<void>;
+}
+
+export interface SinkOptions {
+  name?: string;
+  behaviour?: SinkBehaviour;
+  /** Also write each message as `<n>.eml` here. */
+  dir?: string;
+  host?: string;
+  port?: number;
+  /** Advertised SIZE limit. */
+  size?: number;
+}
+
+class ReplyError extends Error {
+  readonly responseCode: number;
+  constructor(reply: SmtpReply) {
+    super([reply.enhanced, reply.text].filter(Boolean).join(' '));
+    this.responseCode = reply.code;
+  }
+}
+
+interface RawAware {
+  raw?: { address: string; params: string[] };
+}
+
+export async function startSink(options: SinkOptions = {}): Promise<Sink> {
+  patchSmtpServer(); // addresses as sent (no punycode decoding), enhanced codes as given
+  let behaviour: SinkBehaviour = options.behaviour ?? {};
+  const messages: CapturedMessage[] = [];
+  const waiters: Array<() => void> = [];
+  if (options.dir) await mkdir(options.dir, { recursive: true });
+  const envelopes = new Map<string, { from: string; mailParams: string[]; to: string[]; rcptParams: string[][] }>();
+  const raw = (address: SMTPServerAddress) => (address as unknown as RawAware).raw ?? { address: address.address, params: [] };
+
+  const server = new SMTPServer({
+    name: options.name ?? 'sink',
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    logger: false,
+    size: options.size,
+    hideENHANCEDSTATUSCODES: false,
+    onMailFrom(address, session, callback) {
+      const { address: from, params } = raw(address);
+      const refusal = behaviour.mail?.(from);
+      if (refusal) return callback(new ReplyError(refusal));
+      envelopes.set(session.id, { from, mailParams: params, to: [], rcptParams: [] });
+      callback();
+    },
+    onRcptTo(address, session, callback) {
+      const { address: to, params } = raw(address);
+      const refusal = behaviour.rcpt?.(to);
+      if (refusal) return callback(new ReplyError(refusal));
+      const envelope = envelopes.get(session.id)!;
+      envelope.to.push(to);
+      envelope.rcptParams.push(params);
+      callback();
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        const envelope = envelopes.get(session.id)!;
+        envelopes.delete(session.id);
+        const message: CapturedMessage = { ...envelope, body: Buffer.concat(chunks), receivedAt: Date.now() };
+        if ((stream as unknown as { sizeExceeded?: boolean }).sizeExceeded) return callback(new Error('too big'));
+        const refusal = behaviour.data?.(message);
+        if (refusal) return callback(new ReplyError(refusal));
+        messages.push(message);
+        const done = options.dir
+          ? writeFile(join(options.dir, `${String(messages.length).padStart(4, '0')}.eml`), message.body)
+          : Promise.resolve();
+        done.then(
+          () => {
+            callback(null, `2.0.0 Ok: queued as ${options.name ?? 'sink'}-${messages.length}`);
+            for (const wake of waiters.splice(0)) wake();
+          },
+          (err: Error) => callback(err),
+        );
+      });
+    },
+  } as ConstructorParameters<typeof SMTPServer>[0]);
+  server.on('error', () => undefined);
+
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.server.listen(options.port ?? 0, host, () => resolve());
+  });
+  const port = (server.server.address() as AddressInfo).port;
+
+  return {
+    name: options.name ?? 'sink',
+    port,
+    label: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
+    messages,
+    behave(next) {
+      behaviour = next;
+    },
+    waitFor(count, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${options.name ?? 'sink'}: ${messages.length} of ${count} messages after ${timeoutMs} ms`)), timeoutMs);
+        const check = () => {
+          if (messages.length >= count) {
+            clearTimeout(timer);
+            resolve(messages.slice(0, count));
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const conn of (server as unknown as { connections: Set<{ close(): void }> }).connections) conn.close();
+        server.close(() => resolve());
+      }),
+  };
+}
