@@ -57,7 +57,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
   };
   try {
     const spool = new FsSpool(config.queue.dir, log.child({ component: 'spool' }));
-    await spool.open({ watch: true });
+    await spool.open({ owner: true });
     cleanups.push(() => spool.close());
 
     const pool = new UpstreamPool({ timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 16 });

@@ -108,7 +108,7 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
         if (refusal) return callback(new ReplyError(refusal));
         messages.push(message);
         const done = options.dir
-          ? writeFile(join(options.dir, `${String(messages.length).padStart(4, '0')}.eml`), message.body)
+          ? writeFile(join(options.dir, `${new Date(message.receivedAt).toISOString().replace(/[:.]/g, '-')}-${messages.length}.eml`), message.body)
           : Promise.resolve();
         done.then(
           () => {

@@ -124,7 +124,10 @@ export function describeIssues(error: z.ZodError): string[] {
       return issue.keys.map((key) => `${prefix}${key}: unknown key`).join('\n');
     }
     const input = (issue as { input?: unknown }).input;
-    if (input === undefined) return `${path}: required`;
+    if (input === undefined) {
+      const env = issue.path.length === 2 ? ` (or ${`SMTP_DUP_${issue.path.join('_')}`.toUpperCase()})` : '';
+      return `${path}: required${env}`;
+    }
     return `${path}: ${issue.message}, got ${JSON.stringify(input)}`;
   });
 }

@@ -55,7 +55,7 @@ export const configSchema = z.strictObject({
     timeout_seconds: positive().default(10),
     /** Wait for the final reply after the body (RFC 5321 §4.5.3.2 suggests 10 minutes). */
     data_timeout_seconds: positive().default(600),
-  }),
+  }).prefault({} as never),
   queue: z
     .strictObject({
       dir: z.string({ error: 'expected a folder path' }).min(1).default('./gosmtp-dup-queue'),

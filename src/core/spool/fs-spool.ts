@@ -45,19 +45,25 @@ export class FsSpool implements Spool {
     this.#log = log;
   }
 
-  async open(options: { watch?: boolean } = {}): Promise<void> {
+  /**
+   * `owner`: this process holds the spool lock (a router). Only the owner clears half-received
+   * messages and orphans and watches for retry requests; the CLI reads and edits alongside it.
+   */
+  async open(options: { owner?: boolean } = {}): Promise<void> {
     for (const dir of [this.#dir, this.#tmp, this.#queue, this.#dead]) await mkdir(dir, { recursive: true, mode: 0o700 });
-    // Half-received messages: the client never got 250 for them and will send them again.
-    await rm(this.#tmp, { recursive: true, force: true });
-    await mkdir(this.#tmp, { mode: 0o700 });
-    await this.#load();
-    if (options.watch) {
+    if (options.owner) {
+      // Half-received messages: the client never got 250 for them and will send them again.
+      await rm(this.#tmp, { recursive: true, force: true });
+      await mkdir(this.#tmp, { mode: 0o700 });
+    }
+    await this.#load(Boolean(options.owner));
+    if (options.owner) {
       this.#watcher = setInterval(() => void this.#checkRetryFile(), 1000);
       this.#watcher.unref();
     }
   }
 
-  async #load(): Promise<void> {
+  async #load(owner: boolean): Promise<void> {
     this.#jobs.clear();
     const names = new Set(await readdir(this.#queue));
     for (const name of names) {
@@ -85,8 +91,9 @@ export class FsSpool implements Spool {
         }
         this.#jobs.set(`${id}.${index}`, { record, index, state });
       }
-      if (open === 0) await this.#removeFiles(id, record.copies.length);
+      if (open === 0 && owner) await this.#removeFiles(id, record.copies.length);
     }
+    if (!owner) return;
     // Bodies without a record were never committed.
     for (const name of names) {
       const match = /^(.+)\.eml$/.exec(name);

@@ -78,7 +78,7 @@ export interface DeadLetter {
 
 export interface Spool {
   /** Creates folders, clears half-written messages, loads pending copies. */
-  open(options?: { watch?: boolean }): Promise<void>;
+  open(options?: { owner?: boolean }): Promise<void>;
   begin(id: string): SpoolWriter;
   /** Copies not yet finished, with their state. */
   pending(): readonly CopyJob[];

@@ -1,0 +1,86 @@
+/**
+ * `gosmtp-dup <command>`: start, check, queue, demo. Errors are one clear line (or one line per
+ * configuration problem) on stderr and a non-zero exit code, never a stack trace.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../core/config/load.ts';
+import { checkCommand } from './check.ts';
+import { demoCommand } from './demo.ts';
+import { queueCommand } from './queue.ts';
+import { startCommand } from './start.ts';
+
+const HELP = `gosmtp-dup: a programmable SMTP router
+
+Usage:
+  gosmtp-dup start [--config FILE]            run the router
+  gosmtp-dup check [--config FILE]            validate and print the resolved configuration
+  gosmtp-dup queue list [--json] [--config FILE]
+  gosmtp-dup queue retry [ID] [--config FILE] make pending copies (or one message's) due now
+  gosmtp-dup queue delete ID [--config FILE]  drop a message's pending copies
+  gosmtp-dup queue flush [--config FILE]      attempt every pending copy now and report
+  gosmtp-dup demo [--port N] [--once]         router on 127.0.0.1:2525 + three local capture servers
+  gosmtp-dup --help | --version
+
+Configuration: --config FILE (YAML, JSON, TS, JS), else gosmtp-dup.config.ts and friends,
+else ./config.yaml, else /etc/smtp-dup/config.yaml; SMTP_DUP_<SECTION>_<KEY> variables override.
+`;
+
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 64, CONFIG: 78 } as const;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+      json: { type: 'boolean' },
+      port: { type: 'string' },
+      once: { type: 'boolean' },
+    },
+  });
+  if (values.version) {
+    process.stdout.write(`gosmtp-dup ${version()}\n`);
+    return EXIT.OK;
+  }
+  const [command, ...rest] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(HELP);
+    return command === undefined && !values.help ? EXIT.USAGE : EXIT.OK;
+  }
+  switch (command) {
+    case 'start':
+      return startCommand({ configFile: values.config });
+    case 'check':
+      return checkCommand({ configFile: values.config });
+    case 'queue':
+      return queueCommand(rest, { configFile: values.config, json: Boolean(values.json) });
+    case 'demo':
+      return demoCommand({ port: values.port === undefined ? 2525 : Number(values.port), once: Boolean(values.once) });
+    default:
+      process.stderr.write(`gosmtp-dup: unknown command "${command}" (see gosmtp-dup --help)\n`);
+      return EXIT.USAGE;
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`gosmtp-dup: invalid configuration (${err.source}):\n${err.problems.map((p) => `  ${p}\n`).join('')}`);
+    process.exitCode = EXIT.CONFIG;
+  } else if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`gosmtp-dup: ${(err as Error).message} (see gosmtp-dup --help)\n`);
+    process.exitCode = EXIT.USAGE;
+  } else {
+    process.stderr.write(`gosmtp-dup: ${(err as Error).message}\n`);
+    process.exitCode = EXIT.FAILURE;
+  }
+}

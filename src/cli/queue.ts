@@ -1,0 +1,119 @@
+/**
+ * `gosmtp-dup queue list|retry|delete|flush`: the spool as a mail administrator sees it, like
+ * Postfix's mailq / postqueue -f / postsuper -d. Works beside a running router: the router owns
+ * delivery, these commands read the spool and ask it (through the spool folder) to act.
+ */
+import { loadConfig } from '../core/config/load.ts';
+import { silentLogger } from '../core/logger.ts';
+import { FsSpool } from '../core/spool/fs-spool.ts';
+import { spoolOwner } from '../core/spool/lock.ts';
+import { copyRecipients, type CopyJob } from '../core/spool/types.ts';
+import { CopyWorker } from '../core/spool/worker.ts';
+import { UpstreamPool } from '../core/upstream/pool.ts';
+
+const USAGE = 'usage: gosmtp-dup queue list|retry [ID]|delete ID|flush [--config FILE]';
+
+export async function queueCommand(args: string[], options: { configFile?: string; json: boolean }): Promise<number> {
+  const [action, id] = args;
+  const { config } = await loadConfig({ file: options.configFile });
+  const spool = new FsSpool(config.queue.dir, silentLogger());
+  await spool.open();
+  switch (action) {
+    case 'list':
+      return list(spool, options.json);
+    case 'retry': {
+      const count = await spool.retryNow(id);
+      if (id !== undefined && count === 0) return fail(`no pending copies for message ${id}`);
+      process.stdout.write(`${count} cop${count === 1 ? 'y' : 'ies'} due now\n`);
+      return 0;
+    }
+    case 'delete': {
+      if (!id) return fail(USAGE);
+      if (!(await spool.remove(id))) return fail(`no message ${id} in the queue`);
+      process.stdout.write(`deleted ${id}\n`);
+      return 0;
+    }
+    case 'flush':
+      return flush(spool, config);
+    default:
+      return fail(USAGE);
+  }
+}
+
+function fail(message: string): number {
+  process.stderr.write(`gosmtp-dup: ${message}\n`);
+  return 1;
+}
+
+function row(job: CopyJob) {
+  const { record, state } = job;
+  return {
+    id: record.id,
+    destination: record.copies[job.index]!.destination,
+    sender: record.sender.address,
+    recipients: copyRecipients(job).map((r) => r.address),
+    size: record.size,
+    queuedAt: new Date(record.createdAt).toISOString(),
+    attempts: state.attempts,
+    nextAttempt: state.nextAttemptAt > Date.now() ? new Date(state.nextAttemptAt).toISOString() : 'now',
+    lastError: state.lastError ?? '',
+  };
+}
+
+async function list(spool: FsSpool, json: boolean): Promise<number> {
+  const rows = spool.pending().map(row);
+  const dead = await spool.deadLetters();
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ pending: rows, dead }, null, 2)}\n`);
+    return 0;
+  }
+  if (rows.length === 0) process.stdout.write('queue is empty\n');
+  for (const r of rows) {
+    process.stdout.write(
+      `${r.id}  ${r.destination}  ${r.size} bytes  queued ${r.queuedAt}\n` +
+        `    from <${r.sender}> to ${r.recipients.map((a) => `<${a}>`).join(' ')}\n` +
+        `    attempts ${r.attempts}, next ${r.nextAttempt}${r.lastError ? `, last error: ${r.lastError}` : ''}\n`,
+    );
+  }
+  const byDestination = new Map<string, number>();
+  for (const r of rows) byDestination.set(r.destination, (byDestination.get(r.destination) ?? 0) + 1);
+  for (const [destination, count] of byDestination) process.stdout.write(`-- ${destination}: ${count} pending\n`);
+  if (dead.length > 0) process.stdout.write(`-- ${dead.length} dead letter${dead.length === 1 ? '' : 's'} (see ${'queue.dir'}/dead)\n`);
+  return 0;
+}
+
+/** With a router running: ask it to retry and wait for the queue to settle. Without: deliver here. */
+async function flush(spool: FsSpool, config: Awaited<ReturnType<typeof loadConfig>>['config']): Promise<number> {
+  const owner = await spoolOwner(config.queue.dir);
+  const keys = new Set(spool.pending().map((j) => `${j.record.id}.${j.index}`));
+  const started = Date.now();
+  await spool.retryNow();
+  if (owner !== undefined) {
+    process.stdout.write(`asked the running router (pid ${owner}) to deliver ${keys.size} pending cop${keys.size === 1 ? 'y' : 'ies'} now\n`);
+    return 0;
+  }
+  const timeoutMs = config.relay.timeout_seconds * 1000;
+  const pool = new UpstreamPool({ timeoutMs, heloName: config.smtp.domain, idleMs: 1000, maxIdlePerDestination: 4 });
+  const worker = new CopyWorker(
+    spool,
+    pool,
+    {
+      timeoutMs,
+      finalTimeoutMs: config.relay.data_timeout_seconds * 1000,
+      retryInitialMs: config.queue.retry_initial_seconds * 1000,
+      retryMaxMs: config.queue.retry_max_seconds * 1000,
+      maxAgeMs: config.queue.max_age_hours * 3600_000,
+      concurrency: config.queue.concurrency,
+      heloName: config.smtp.domain,
+    },
+    silentLogger(),
+  );
+  const attempted = () => spool.pending().filter((j) => keys.has(`${j.record.id}.${j.index}`) && (j.state.lastAttemptAt ?? 0) < started).length === 0;
+  worker.start();
+  while (!attempted()) await new Promise((resolve) => setTimeout(resolve, 100));
+  await worker.stop();
+  pool.close();
+  const left = spool.pending().length;
+  process.stdout.write(`attempted ${keys.size} cop${keys.size === 1 ? 'y' : 'ies'}: ${keys.size - Math.min(left, keys.size)} finished, ${left} still pending\n`);
+  return 0;
+}
