@@ -1,0 +1,62 @@
+/**
+ * Test fixtures: sinks and routers that close themselves when the test ends.
+ */
+import type { TestContext } from 'node:test';
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import {
+  startRawServer,
+  startSink,
+  startTestRouter,
+  type RawServer,
+  type RawServerMode,
+  type Sink,
+  type SinkOptions,
+  type TestRouter,
+} from '../../src/testkit/index.ts';
+
+export async function sink(t: TestContext, options: SinkOptions = {}): Promise<Sink> {
+  const s = await startSink(options);
+  t.after(() => s.close());
+  return s;
+}
+
+export async function rawServer(t: TestContext, mode: RawServerMode): Promise<RawServer> {
+  const s = await startRawServer(mode);
+  t.after(() => s.close());
+  return s;
+}
+
+export async function router(t: TestContext, options: Parameters<typeof startTestRouter>[0]): Promise<TestRouter> {
+  const r = await startTestRouter(options);
+  t.after(() => r.close());
+  return r;
+}
+
+/** A logger whose JSON lines are kept for assertions. */
+export function capturingLogger(): { logger: Logger; lines: Array<Record<string, unknown>>; text: () => string } {
+  const raw: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      raw.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  const logger = pino({ level: 'debug' }, stream);
+  return {
+    logger,
+    get lines() {
+      return raw.map((line) => JSON.parse(line) as Record<string, unknown>);
+    },
+    text: () => raw.join('\n'),
+  };
+}
+
+/** Polls `check` until it holds; for conditions no event announces (files on disk). */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

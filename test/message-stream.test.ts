@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { describe, test } from 'node:test';
+import { CanonicalBody, DotStuffed } from '../src/core/message-stream.ts';
+import { isGsdError } from '../src/core/errors.ts';
+
+/** Runs `input` through `transform`, split into chunks at every given offset. */
+async function through(transform: NodeJS.ReadWriteStream, input: string, cuts: number[] = []): Promise<string> {
+  const bytes = Buffer.from(input, 'latin1');
+  const chunks: Buffer[] = [];
+  let start = 0;
+  for (const cut of [...cuts, bytes.length]) {
+    chunks.push(bytes.subarray(start, cut));
+    start = cut;
+  }
+  const out: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    Readable.from(chunks).pipe(transform as never).on('data', (c: Buffer) => out.push(c)).on('end', resolve).on('error', reject);
+  });
+  return Buffer.concat(out).toString('latin1');
+}
+
+/** Every way of cutting `input` into two chunks, plus one chunk per byte. */
+function cutsOf(input: string): number[][] {
+  const all: number[][] = [[]];
+  for (let i = 1; i < input.length; i++) all.push([i]);
+  all.push([...Array(input.length).keys()].slice(1));
+  return all;
+}
+
+describe('CanonicalBody', () => {
+  const normalize = () => new CanonicalBody({ policy: 'normalize', maxBytes: 1 << 20 });
+  const reject = () => new CanonicalBody({ policy: 'reject', maxBytes: 1 << 20 });
+
+  test('leaves CRLF text byte-exact, wherever the chunks are cut', async () => {
+    const input = 'Subject: x\r\n\r\n.dot line\r\n\xe9 8-bit\r\n';
+    for (const cuts of cutsOf(input)) assert.equal(await through(normalize(), input, cuts), input, `cuts ${cuts}`);
+  });
+
+  test('normalizes bare LF and bare CR to CRLF, wherever the chunks are cut', async () => {
+    const cases: Array<[string, string]> = [
+      ['a\nb\r\n', 'a\r\nb\r\n'],
+      ['a\rb\r\n', 'a\r\nb\r\n'],
+      ['a\r\n.\nMAIL FROM:<x>\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+      ['a\r', 'a\r\n'],
+      ['\n\r\r\n\n', '\r\n\r\n\r\n\r\n'],
+    ];
+    for (const [input, expected] of cases) {
+      for (const cuts of cutsOf(input)) assert.equal(await through(normalize(), input, cuts), expected, `${JSON.stringify(input)} cuts ${cuts}`);
+    }
+  });
+
+  test('reject policy fails on any bare CR or LF and passes clean text', async () => {
+    for (const input of ['a\nb\r\n', 'a\rb\r\n', 'x\r\n.\r', 'x\r\n.\n']) {
+      await assert.rejects(through(reject(), input), (err) => isGsdError(err, 'GSD_BARE_LINE_ENDING'), JSON.stringify(input));
+    }
+    assert.equal(await through(reject(), 'ok\r\nfine\r\n', [3]), 'ok\r\nfine\r\n');
+  });
+
+  test('fails as soon as the size limit is passed', async () => {
+    await assert.rejects(through(new CanonicalBody({ policy: 'normalize', maxBytes: 10 }), 'x'.repeat(11)), (err) => isGsdError(err, 'GSD_MESSAGE_TOO_BIG'));
+    assert.equal(await through(new CanonicalBody({ policy: 'normalize', maxBytes: 10 }), 'x'.repeat(10)), 'x'.repeat(10));
+  });
+});
+
+describe('DotStuffed', () => {
+  test('doubles leading dots and terminates, wherever the chunks are cut', async () => {
+    const cases: Array<[string, string]> = [
+      ['', '.\r\n'],
+      ['a\r\n', 'a\r\n.\r\n'],
+      ['a', 'a\r\n.\r\n'],
+      ['.\r\n', '..\r\n.\r\n'],
+      ['.a\r\n.\r\n..b\r\nc.d\r\n', '..a\r\n..\r\n...b\r\nc.d\r\n.\r\n'],
+    ];
+    for (const [input, expected] of cases) {
+      for (const cuts of cutsOf(input)) assert.equal(await through(new DotStuffed(), input, cuts), expected, `${JSON.stringify(input)} cuts ${cuts}`);
+    }
+  });
+});

@@ -1,0 +1,182 @@
+/**
+ * Primary pass-through (behaviour 4) and fidelity (behaviour 7), over real sockets.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
+import { rawServer, router, sink } from './helpers/fixtures.ts';
+
+const FROM = 'sender@example.com';
+
+describe('primary pass-through', () => {
+  test('the primary verdict per recipient reaches the client, code, enhanced code and text', async (t) => {
+    const primary = await sink(t, {
+      behaviour: {
+        rcpt: (to) =>
+          to.startsWith('unknown') ? { code: 550, enhanced: '5.1.1', text: 'No such user here' } : to.startsWith('full') ? { code: 452, enhanced: '4.2.2', text: 'Mailbox full' } : undefined,
+      },
+    });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['ok@example.net', 'unknown@example.net', 'full@example.net'], body: sampleMessage() });
+    assert.equal(result.mail.code, 250);
+    assert.deepEqual(
+      result.rcpt.map((x) => [x.code, x.enhanced, x.text]),
+      [
+        [250, '2.1.5', 'Accepted'],
+        [550, '5.1.1', 'No such user here'],
+        [452, '4.2.2', 'Mailbox full'],
+      ],
+    );
+    assert.equal(result.data?.code, 250);
+    assert.equal(result.data?.enhanced, '2.0.0');
+    assert.match(result.data!.text, /queued as sink-1/);
+    assert.deepEqual(primary.messages[0]!.to, ['ok@example.net']);
+  });
+
+  test('a sender the primary refuses is refused at MAIL FROM', async (t) => {
+    const primary = await sink(t, { behaviour: { mail: () => ({ code: 553, enhanced: '5.7.1', text: 'Sender not allowed' }) } });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    const mail = await client.command(`MAIL FROM:<${FROM}>`);
+    assert.deepEqual([mail.code, mail.enhanced, mail.text], [553, '5.7.1', 'Sender not allowed']);
+    // The session goes on: a new MAIL is a new attempt.
+    primary.behave({});
+    assert.equal((await client.command(`MAIL FROM:<${FROM}>`)).code, 250);
+  });
+
+  test('5xx and 4xx after DATA are passed through, never turned into 250', async (t) => {
+    let verdict = { code: 554, enhanced: '5.7.1', text: 'Spam detected' };
+    const primary = await sink(t, { behaviour: { data: () => verdict } });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    let result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.deepEqual([result.data?.code, result.data?.enhanced, result.data?.text], [554, '5.7.1', 'Spam detected']);
+    verdict = { code: 451, enhanced: '4.7.1', text: 'Greylisted' };
+    result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.deepEqual([result.data?.code, result.data?.enhanced, result.data?.text], [451, '4.7.1', 'Greylisted']);
+  });
+
+  test('an unreachable primary is 451 4.4.1, never 5xx', async (t) => {
+    const gone = await rawServer(t, 'silent');
+    const port = gone.port;
+    await gone.close(); // nothing listens there any more
+    const r = await router(t, { config: { relay: { destination_primary: `127.0.0.1:${port}` } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.equal(result.mail.code, 451);
+    assert.equal(result.mail.enhanced, '4.4.1');
+  });
+
+  test('a primary that never greets times out with 451 4.4.2 within relay.timeout_seconds', async (t) => {
+    const silent = await rawServer(t, 'silent');
+    const r = await router(t, { config: { relay: { destination_primary: silent.label, timeout_seconds: 0.5 } } });
+    const started = Date.now();
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.equal(result.mail.code, 451);
+    assert.equal(result.mail.enhanced, '4.4.2');
+    assert.ok(Date.now() - started < 4000, 'the timeout was used');
+  });
+
+  for (const dropAt of ['RCPT', 'DATA', 'BODY'] as const) {
+    test(`a primary that closes the connection at ${dropAt} yields 451, never 250`, async (t) => {
+      const broken = await rawServer(t, { dropAt });
+      const r = await router(t, { config: { relay: { destination_primary: broken.label } } });
+      const client = await SmtpTestClient.connect(r.port);
+      t.after(() => client.destroy());
+      const result = await client.send({ from: FROM, to: ['a@example.net'], body: sampleMessage('x', 'y'.repeat(100_000)) });
+      const last = result.data ?? result.rcpt[0]!;
+      assert.equal(last.code, 451, JSON.stringify(last));
+      assert.match(last.enhanced ?? '', /^4\.4\./);
+      // The session survives and can go on.
+      assert.equal((await client.command('NOOP')).code, 250);
+    });
+  }
+
+  test('a primary that never answers the final dot yields 451 after relay.data_timeout_seconds', async (t) => {
+    const hang = await rawServer(t, 'hangAfterBody');
+    const r = await router(t, { config: { relay: { destination_primary: hang.label, data_timeout_seconds: 0.5 } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.equal(result.data?.code, 451);
+    assert.equal(result.data?.enhanced, '4.4.2');
+  });
+});
+
+describe('fidelity', () => {
+  test('bytes are relayed exactly: 8-bit, long lines, leading dots, no trailing newline', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const body = Buffer.concat([
+      Buffer.from('From: a@example.com\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\n', 'latin1'),
+      Buffer.from('.leading dot\r\n..two dots\r\n.\r\n', 'latin1'),
+      Buffer.from([0xe2, 0x82, 0xac, 0x20, 0xff, 0x0d, 0x0a]),
+      Buffer.from('x'.repeat(5000) + '\r\n', 'latin1'),
+    ]);
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body });
+    assert.equal(result.data?.code, 250);
+    assert.ok(primary.messages[0]!.body.equals(body), 'primary got the exact bytes');
+  });
+
+  test('null sender, BCC recipients and addresses as sent (punycode untouched)', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    assert.equal((await client.command('MAIL FROM:<>')).code, 250);
+    assert.equal((await client.command('RCPT TO:<visible@example.net>')).code, 250);
+    assert.equal((await client.command('RCPT TO:<hidden@xn--bcher-kva.example>')).code, 250);
+    // The header names one recipient; the envelope decides.
+    assert.equal((await client.data('To: visible@example.net\r\n\r\nhi\r\n')).code, 250);
+    const [message] = primary.messages;
+    assert.equal(message!.from, '');
+    assert.deepEqual(message!.to, ['visible@example.net', 'hidden@xn--bcher-kva.example']);
+  });
+
+  test('several transactions in one session are independent; RSET clears the envelope', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    for (let i = 1; i <= 3; i++) {
+      await client.command(`MAIL FROM:<s${i}@example.com>`);
+      await client.command(`RCPT TO:<r${i}@example.net>`);
+      assert.equal((await client.data(`Subject: ${i}\r\n\r\nbody ${i}\r\n`)).code, 250);
+    }
+    await client.command('MAIL FROM:<abandoned@example.com>');
+    await client.command('RCPT TO:<never@example.net>');
+    assert.equal((await client.command('RSET')).code, 250);
+    await client.command('MAIL FROM:<s4@example.com>');
+    await client.command('RCPT TO:<r4@example.net>');
+    assert.equal((await client.data('Subject: 4\r\n\r\nbody 4\r\n')).code, 250);
+    assert.deepEqual(
+      primary.messages.map((m) => [m.from, m.to.join(','), m.body.toString()]),
+      [1, 2, 3, 4].map((i) => [`s${i}@example.com`, `r${i}@example.net`, `Subject: ${i}\r\n\r\nbody ${i}\r\n`]),
+    );
+  });
+
+  test('EHLO announces the domain, SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { smtp: { domain: 'relay.example.org', max_message_bytes: 123456 }, relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    assert.match(client.greeting.text, /^relay\.example\.org ESMTP/);
+    const ehlo = await client.command('EHLO c');
+    assert.match(ehlo.lines[0]!, /^relay\.example\.org/);
+    for (const keyword of ['SIZE 123456', 'PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES']) assert.ok(ehlo.lines.includes(keyword), `${keyword} in ${ehlo.lines}`);
+  });
+
+  test('pipelined commands get their replies in order', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    client.write('MAIL FROM:<p@example.com>\r\nRCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n');
+    const replies = [await client.next(), await client.next(), await client.next(), await client.next()];
+    assert.deepEqual(replies.map((x) => x.code), [250, 250, 250, 354]);
+    client.write('Subject: p\r\n\r\npipelined\r\n.\r\n');
+    assert.equal((await client.next()).code, 250);
+    assert.deepEqual(primary.messages[0]!.to, ['a@example.net', 'b@example.net']);
+  });
+});
