@@ -1,0 +1,149 @@
+/**
+ * Backups mirror the primary (behaviour 5) and copies are durable (behaviour 6).
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { eventually, rawServer, router, sink } from './helpers/fixtures.ts';
+
+const FROM = 'sender@example.com';
+
+describe('backups mirror the primary', () => {
+  test('each backup gets the exact message with only the recipients the primary accepted', async (t) => {
+    const primary = await sink(t, { behaviour: { rcpt: (to) => (to.startsWith('no') ? { code: 550, enhanced: '5.1.1', text: 'unknown' } : undefined) } });
+    const b1 = await sink(t, { name: 'b1' });
+    const b2 = await sink(t, { name: 'b2' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [b1.label, b2.label] } } });
+    const body = sampleMessage('mirror');
+    const result = await sendMail(r.port, { from: FROM, to: ['yes1@example.net', 'no@example.net', 'yes2@example.net'], body });
+    assert.equal(result.data?.code, 250);
+    for (const backup of [b1, b2]) {
+      const [copy] = await backup.waitFor(1);
+      assert.equal(copy!.from, FROM);
+      assert.deepEqual(copy!.to, ['yes1@example.net', 'yes2@example.net']);
+      assert.equal(copy!.body.toString(), body);
+    }
+  });
+
+  test('a message the primary refuses produces no copies and leaves nothing in the spool', async (t) => {
+    const primary = await sink(t, { behaviour: { data: () => ({ code: 554, enhanced: '5.7.1', text: 'no' }) } });
+    const backup = await sink(t, { name: 'backup' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.equal(result.data?.code, 554);
+    // A second, accepted message proves the worker ran: only it arrives.
+    primary.behave({});
+    await sendMail(r.port, { from: FROM, to: ['second@example.net'], body: sampleMessage() });
+    const [copy] = await backup.waitFor(1);
+    assert.deepEqual(copy!.to, ['second@example.net']);
+    await eventually(async () => (await readdir(join(r.queueDir, 'queue'))).length === 0, 5000, 'empty spool');
+    assert.deepEqual(await readdir(join(r.queueDir, 'tmp')), []);
+    assert.equal(backup.messages.length, 1);
+  });
+
+  test('a temporary primary failure produces no copies', async (t) => {
+    const primary = await sink(t, { behaviour: { data: () => ({ code: 451, enhanced: '4.3.0', text: 'later' }) } });
+    const backup = await sink(t, { name: 'backup' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] } } });
+    assert.equal((await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() })).data?.code, 451);
+    assert.deepEqual(r.router.spool.pending(), []);
+    assert.deepEqual(await readdir(join(r.queueDir, 'queue')), []);
+  });
+});
+
+describe('durable copies', () => {
+  test('the copy is committed to the spool before the client hears 250', async (t) => {
+    const primary = await sink(t);
+    const down = await rawServer(t, 'silent');
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [down.label], timeout_seconds: 0.3 } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage('durable') });
+    assert.equal(result.data?.code, 250);
+    const files = await readdir(join(r.queueDir, 'queue'));
+    const record = files.find((f) => /^[0-9A-Z]+\.json$/.test(f));
+    assert.ok(record, `a committed record in ${files}`);
+    const parsed = JSON.parse(await readFile(join(r.queueDir, 'queue', record!), 'utf8'));
+    assert.equal(parsed.copies[0].destination, down.label);
+    assert.deepEqual(parsed.copies[0].recipients, [{ address: 'a@example.net', params: [] }]);
+    assert.match(await readFile(join(r.queueDir, 'queue', record!.replace('.json', '.eml')), 'utf8'), /Subject: durable/);
+  });
+
+  test('4xx from a backup is retried with backoff until it accepts', async (t) => {
+    const primary = await sink(t);
+    let refusals = 0;
+    const backup = await sink(t, {
+      name: 'backup',
+      behaviour: { data: () => (++refusals <= 2 ? { code: 451, enhanced: '4.3.0', text: 'try later' } : undefined) },
+    });
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] }, queue: { retry_initial_seconds: 0.1, retry_max_seconds: 0.4 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    const [copy] = await backup.waitFor(1);
+    assert.equal(refusals, 3);
+    assert.deepEqual(copy!.to, ['a@example.net']);
+    await eventually(() => r.router.spool.pending().length === 0, 5000, 'copy settled');
+  });
+
+  test('a backup that is down gets the copy once it is back', async (t) => {
+    const primary = await sink(t);
+    const placeholder = await rawServer(t, 'silent');
+    const port = placeholder.port;
+    await placeholder.close();
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [`127.0.0.1:${port}`] }, queue: { retry_initial_seconds: 0.1, retry_max_seconds: 0.2 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    await eventually(() => (r.router.spool.pending()[0]?.state.attempts ?? 0) >= 2, 5000, 'two failed attempts');
+    const backup = await sink(t, { name: 'backup', port });
+    const [copy] = await backup.waitFor(1);
+    assert.deepEqual(copy!.to, ['a@example.net']);
+  });
+
+  test('5xx from a backup dead-letters the copy with the reason; other backups are unaffected', async (t) => {
+    const primary = await sink(t);
+    const refusing = await sink(t, { name: 'refusing', behaviour: { rcpt: () => ({ code: 550, enhanced: '5.1.1', text: 'no such user' }) } });
+    const fine = await sink(t, { name: 'fine' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [refusing.label, fine.label] } } });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    await fine.waitFor(1);
+    await eventually(async () => (await r.router.spool.deadLetters()).length === 1, 5000, 'dead letter');
+    const [letter] = await r.router.spool.deadLetters();
+    assert.equal(letter!.destination, refusing.label);
+    assert.match(letter!.reason, /550 5\.1\.1 no such user/);
+    assert.deepEqual(letter!.recipients.map((x) => x.address), ['a@example.net']);
+    assert.ok((await readdir(join(r.queueDir, 'dead'))).some((f) => f.endsWith('.eml')), 'the body is kept with the dead letter');
+    await eventually(() => r.router.spool.pending().length === 0, 5000, 'nothing pending');
+  });
+
+  test('a copy older than queue.max_age_hours is dead-lettered instead of retried', async (t) => {
+    const primary = await sink(t);
+    const deferring = await sink(t, { name: 'deferring', behaviour: { data: () => ({ code: 452, enhanced: '4.3.1', text: 'disk full' }) } });
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [deferring.label] }, queue: { max_age_hours: 0.0001, retry_initial_seconds: 0.1 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    await eventually(async () => (await r.router.spool.deadLetters()).length === 1, 8000, 'expired copy');
+    const [letter] = await r.router.spool.deadLetters();
+    assert.match(letter!.reason, /expired after \d+ attempts: DATA: 452 4\.3\.1 disk full/);
+  });
+
+  test('recipients a backup defers are retried alone; those it accepted are not sent again', async (t) => {
+    const primary = await sink(t);
+    let deferB = true;
+    const backup = await sink(t, {
+      name: 'backup',
+      behaviour: { rcpt: (to) => (to === 'b@example.net' && deferB ? { code: 450, enhanced: '4.2.1', text: 'busy' } : undefined) },
+    });
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] }, queue: { retry_initial_seconds: 0.2 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net', 'b@example.net'], body: sampleMessage() });
+    const [first] = await backup.waitFor(1);
+    assert.deepEqual(first!.to, ['a@example.net']);
+    deferB = false;
+    const [, second] = await backup.waitFor(2);
+    assert.deepEqual(second!.to, ['b@example.net']);
+  });
+});
