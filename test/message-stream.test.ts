@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { Readable } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import { describe, test } from 'node:test';
 import { CanonicalBody, DotStuffed } from '../src/core/message-stream.ts';
 import { isGsdError } from '../src/core/errors.ts';
 
 /** Runs `input` through `transform`, split into chunks at every given offset. */
-async function through(transform: NodeJS.ReadWriteStream, input: string, cuts: number[] = []): Promise<string> {
+async function through(transform: Transform, input: string, cuts: number[] = []): Promise<string> {
   const bytes = Buffer.from(input, 'latin1');
   const chunks: Buffer[] = [];
   let start = 0;
@@ -15,7 +15,7 @@ async function through(transform: NodeJS.ReadWriteStream, input: string, cuts: n
   }
   const out: Buffer[] = [];
   await new Promise<void>((resolve, reject) => {
-    Readable.from(chunks).pipe(transform as never).on('data', (c: Buffer) => out.push(c)).on('end', resolve).on('error', reject);
+    Readable.from(chunks).pipe(transform).on('data', (c: Buffer) => out.push(c)).on('end', resolve).on('error', reject);
   });
   return Buffer.concat(out).toString('latin1');
 }

@@ -5,10 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../core/config/load.ts';
-import { checkCommand } from './check.ts';
-import { demoCommand } from './demo.ts';
-import { queueCommand } from './queue.ts';
-import { startCommand } from './start.ts';
 
 const HELP = `gosmtp-dup: a programmable SMTP router
 
@@ -55,15 +51,16 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command === undefined && !values.help ? EXIT.USAGE : EXIT.OK;
   }
+  // Commands load on demand: `start` never pays for the demo's or the queue tools' modules.
   switch (command) {
     case 'start':
-      return startCommand({ configFile: values.config });
+      return (await import('./start.ts')).startCommand({ configFile: values.config });
     case 'check':
-      return checkCommand({ configFile: values.config });
+      return (await import('./check.ts')).checkCommand({ configFile: values.config });
     case 'queue':
-      return queueCommand(rest, { configFile: values.config, json: Boolean(values.json) });
+      return (await import('./queue.ts')).queueCommand(rest, { configFile: values.config, json: Boolean(values.json) });
     case 'demo':
-      return demoCommand({ port: values.port === undefined ? 2525 : Number(values.port), once: Boolean(values.once) });
+      return (await import('./demo.ts')).demoCommand({ port: values.port === undefined ? 2525 : Number(values.port), once: Boolean(values.once) });
     default:
       process.stderr.write(`gosmtp-dup: unknown command "${command}" (see gosmtp-dup --help)\n`);
       return EXIT.USAGE;

@@ -108,7 +108,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     return {
       address,
       spool,
-      close: () => (closing ??= undo().then(() => log.info('gosmtp-dup stopped'))),
+      close: () => (closing ??= undo().then(() => log.info({ maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'gosmtp-dup stopped'))),
     };
   } catch (err) {
     await undo();

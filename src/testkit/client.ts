@@ -70,6 +70,11 @@ export class SmtpTestClient {
     this.#socket.write(data);
   }
 
+  /** Writes respecting backpressure, for large bodies. */
+  async writeAndDrain(data: Buffer): Promise<void> {
+    if (!this.#socket.write(data)) await new Promise((resolve) => this.#socket.once('drain', resolve));
+  }
+
   async command(line: string): Promise<Reply> {
     this.write(`${line}\r\n`);
     return this.next();

@@ -3,6 +3,7 @@
  * accept, byte for byte, and can be told to refuse, defer or hang at any step. Used by the
  * project's tests, the demo, and anyone testing their own plugins.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -15,8 +16,11 @@ export interface CapturedMessage {
   readonly to: readonly string[];
   readonly mailParams: readonly string[];
   readonly rcptParams: readonly (readonly string[])[];
-  /** The message exactly as received (dot-unstuffed). */
+  /** The message exactly as received (dot-unstuffed); empty when the sink discards bodies. */
   readonly body: Buffer;
+  readonly size: number;
+  /** SHA-256 of the message as received, hex. */
+  readonly sha256: string;
   readonly receivedAt: number;
 }
 
@@ -49,6 +53,8 @@ export interface SinkOptions {
   port?: number;
   /** Advertised SIZE limit. */
   size?: number;
+  /** Keep only size and hash of each body (for very large messages). */
+  discard?: boolean;
 }
 
 class ReplyError extends Error {
@@ -98,11 +104,17 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
     },
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
-      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const hash = createHash('sha256');
+      let size = 0;
+      stream.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        size += chunk.length;
+        if (!options.discard) chunks.push(chunk);
+      });
       stream.on('end', () => {
         const envelope = envelopes.get(session.id)!;
         envelopes.delete(session.id);
-        const message: CapturedMessage = { ...envelope, body: Buffer.concat(chunks), receivedAt: Date.now() };
+        const message: CapturedMessage = { ...envelope, body: Buffer.concat(chunks), size, sha256: hash.digest('hex'), receivedAt: Date.now() };
         if ((stream as unknown as { sizeExceeded?: boolean }).sizeExceeded) return callback(new Error('too big'));
         const refusal = behaviour.data?.(message);
         if (refusal) return callback(new ReplyError(refusal));
