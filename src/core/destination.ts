@@ -15,24 +15,25 @@ const DEFAULT_SMTP_PORT = 25;
 /** Parses `host:port`, `[v6]:port`, or a bare host (port 25). Returns an error message on failure. */
 export function parseDestination(text: string, options: { listen?: boolean } = {}): Destination | string {
   const value = text.trim();
-  if (value === '') return 'expected "host:port", got an empty string';
+  if (value === '') return 'expected "host:port"';
   let host: string;
   let portText: string | undefined;
   const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(value);
   if (bracketed) {
     host = bracketed[1]!;
     portText = bracketed[2];
-    if (isIP(host) !== 6) return `expected an IPv6 address inside [...], got "${host}"`;
+    if (isIP(host) !== 6) return 'expected an IPv6 address inside [...]';
   } else {
     const parts = value.split(':');
-    if (parts.length > 2) return `IPv6 addresses need brackets, e.g. "[::1]:25", got "${value}"`;
+    if (parts.length > 2) return 'IPv6 addresses need brackets, e.g. "[::1]:25"';
     host = parts[0]!;
     portText = parts[1];
-    if (!/^[A-Za-z0-9.-]+$/.test(host) || host.startsWith('-')) return `expected a host name or IP address, got "${host}"`;
+    // Underscores are not valid in DNS names but appear in real configs (the seed's own examples).
+    if (!/^[A-Za-z0-9._-]+$/.test(host) || host.startsWith('-')) return 'expected a host name or IP address';
   }
   const port = portText === undefined ? DEFAULT_SMTP_PORT : Number(portText);
   const lowest = options.listen ? 0 : 1; // port 0 asks the system for a free port
-  if (!Number.isInteger(port) || port < lowest || port > 65535) return `expected a port between 1 and 65535, got "${portText}"`;
+  if (!Number.isInteger(port) || port < lowest || port > 65535) return 'expected a port between 1 and 65535';
   const label = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   return { host, port, label };
 }

@@ -28,7 +28,8 @@ export interface CapturedMessage {
 export interface SinkBehaviour {
   mail?(from: string): SmtpReply | undefined;
   rcpt?(to: string): SmtpReply | undefined;
-  data?(message: CapturedMessage): SmtpReply | undefined;
+  /** May return a promise, to hold the final reply back (a slow server). */
+  data?(message: CapturedMessage): SmtpReply | undefined | Promise<SmtpReply | undefined>;
 }
 
 export interface Sink {
@@ -116,19 +117,20 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
         envelopes.delete(session.id);
         const message: CapturedMessage = { ...envelope, body: Buffer.concat(chunks), size, sha256: hash.digest('hex'), receivedAt: Date.now() };
         if ((stream as unknown as { sizeExceeded?: boolean }).sizeExceeded) return callback(new Error('too big'));
-        const refusal = behaviour.data?.(message);
-        if (refusal) return callback(new ReplyError(refusal));
-        messages.push(message);
-        const done = options.dir
-          ? writeFile(join(options.dir, `${new Date(message.receivedAt).toISOString().replace(/[:.]/g, '-')}-${messages.length}.eml`), message.body)
-          : Promise.resolve();
-        done.then(
-          () => {
-            callback(null, `2.0.0 Ok: queued as ${options.name ?? 'sink'}-${messages.length}`);
-            for (const wake of waiters.splice(0)) wake();
-          },
-          (err: Error) => callback(err),
-        );
+        void Promise.resolve(behaviour.data?.(message)).then((refusal) => {
+          if (refusal) return callback(new ReplyError(refusal));
+          messages.push(message);
+          const done = options.dir
+            ? writeFile(join(options.dir, `${new Date(message.receivedAt).toISOString().replace(/[:.]/g, '-')}-${messages.length}.eml`), message.body)
+            : Promise.resolve();
+          done.then(
+            () => {
+              callback(null, `2.0.0 Ok: queued as ${options.name ?? 'sink'}-${messages.length}`);
+              for (const wake of waiters.splice(0)) wake();
+            },
+            (err: Error) => callback(err),
+          );
+        });
       });
     },
   } as ConstructorParameters<typeof SMTPServer>[0]);
