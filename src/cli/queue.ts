@@ -6,7 +6,7 @@
 import { loadConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { FsSpool } from '../core/spool/fs-spool.ts';
-import { spoolOwner } from '../core/spool/lock.ts';
+import { acquireSpoolLock, spoolOwner } from '../core/spool/lock.ts';
 import { copyRecipients, type CopyJob } from '../core/spool/types.ts';
 import { CopyWorker } from '../core/spool/worker.ts';
 import { UpstreamPool } from '../core/upstream/pool.ts';
@@ -92,6 +92,8 @@ async function flush(spool: FsSpool, config: Awaited<ReturnType<typeof loadConfi
     process.stdout.write(`asked the running router (pid ${owner}) to deliver ${keys.size} pending cop${keys.size === 1 ? 'y' : 'ies'} now\n`);
     return 0;
   }
+  // No router: this process delivers, and holds the lock so that none starts meanwhile.
+  const lock = await acquireSpoolLock(config.queue.dir);
   const timeoutMs = config.relay.timeout_seconds * 1000;
   const pool = new UpstreamPool({ timeoutMs, heloName: config.smtp.domain, idleMs: 1000, maxIdlePerDestination: 4 });
   const worker = new CopyWorker(
@@ -113,6 +115,7 @@ async function flush(spool: FsSpool, config: Awaited<ReturnType<typeof loadConfi
   while (!attempted()) await new Promise((resolve) => setTimeout(resolve, 100));
   await worker.stop();
   pool.close();
+  await lock.release();
   const left = spool.pending().length;
   process.stdout.write(`attempted ${keys.size} cop${keys.size === 1 ? 'y' : 'ies'}: ${keys.size - Math.min(left, keys.size)} finished, ${left} still pending\n`);
   return 0;

@@ -33,7 +33,7 @@ export interface LoadedConfig {
 const importLoader: Loader = async (filepath) => {
   const { tsImport } = await import('tsx/esm/api');
   const mod = (await tsImport(pathToFileURL(filepath).href, import.meta.url)) as { default?: unknown };
-  let value = mod.default ?? mod;
+  let value: unknown = mod.default ?? mod;
   // A .ts file outside an ESM package is compiled as CommonJS: its default export arrives wrapped.
   if (isPlainObject(value) && 'default' in value && Object.keys(value).every((k) => k === 'default' || k === '__esModule')) value = value.default;
   return typeof value === 'function' ? await (value as () => unknown)() : value;

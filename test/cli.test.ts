@@ -1,0 +1,142 @@
+/**
+ * The command line as a user meets it: help, version, check, queue tools, demo, and clean errors.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import { stringify } from 'yaml';
+import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { BIN } from './helpers/child-router.ts';
+import { rawServer, router, sink } from './helpers/fixtures.ts';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function tempDir(t: TestContext): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-cli-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+describe('cli', () => {
+  test('--help and --version', async () => {
+    const help = await cli(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /gosmtp-dup start \[--config FILE\]/);
+    assert.match(help.stdout, /gosmtp-dup queue list/);
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'));
+    const version = await cli(['--version']);
+    assert.equal(version.stdout.trim(), `gosmtp-dup ${pkg.version}`);
+  });
+
+  test('unknown commands and options are usage errors', async () => {
+    const unknown = await cli(['frobnicate']);
+    assert.equal(unknown.code, 64);
+    assert.match(unknown.stderr, /unknown command "frobnicate"/);
+    const option = await cli(['start', '--bogus']);
+    assert.equal(option.code, 64);
+    assert.match(option.stderr, /--bogus/);
+  });
+
+  test('check prints the resolved configuration with defaults', async (t) => {
+    const dir = await tempDir(t);
+    await writeFile(join(dir, 'config.yaml'), 'relay:\n  destination_primary: mx.example.com:25\n');
+    const run = await cli(['check'], { cwd: dir, env: { SMTP_DUP_RELAY_TIMEOUT_SECONDS: '7' } });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /configuration OK/);
+    assert.match(run.stdout, /timeout_seconds: 7/);
+    assert.match(run.stdout, /max_message_bytes: 10485760/);
+  });
+
+  test('a bad configuration exits non-zero before listening, one line per key, no stack trace', async (t) => {
+    const dir = await tempDir(t);
+    await writeFile(join(dir, 'config.yaml'), stringify({ relay: { destination_primary: 'mx:25', timeout_seconds: 'soon' } }));
+    const run = await cli(['start'], { cwd: dir });
+    assert.equal(run.code, 78);
+    assert.equal(run.stderr.trim().split('\n').at(-1), '  relay.timeout_seconds: expected a positive number, got "soon"');
+    assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
+    assert.equal(run.stdout, '', 'nothing was started, not even the log');
+  });
+
+  test('a port in use is one clear line and a non-zero exit', async (t) => {
+    const dir = await tempDir(t);
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    t.after(() => busy.close());
+    const port = (busy.address() as net.AddressInfo).port;
+    await writeFile(join(dir, 'config.yaml'), stringify({ smtp: { listen: `127.0.0.1:${port}` }, relay: { destination_primary: 'mx:25' }, queue: { dir: join(dir, 'q') } }));
+    const run = await cli(['start'], { cwd: dir });
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, new RegExp(`gosmtp-dup: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+    assert.doesNotMatch(run.stderr, /\n\s+at /);
+  });
+
+  test('queue list, retry, delete and flush act on the spool', async (t) => {
+    const dir = await tempDir(t);
+    const primary = await sink(t);
+    const placeholder = await rawServer(t, 'silent');
+    const backupPort = placeholder.port;
+    await placeholder.close();
+    const queueDir = join(dir, 'spool');
+    const configFile = join(dir, 'config.yaml');
+    const config = { relay: { destination_primary: primary.label, destination_backups: [`127.0.0.1:${backupPort}`], timeout_seconds: 1 }, queue: { dir: queueDir, retry_initial_seconds: 300 } };
+    await writeFile(configFile, stringify(config));
+    // A router takes two messages whose copies cannot be delivered yet, then stops.
+    const r = await router(t, { config: { ...config, queue: { ...config.queue } } });
+    for (const subject of ['one', 'two']) await sendMail(r.port, { from: 'a@example.com', to: ['b@example.net'], body: sampleMessage(subject) });
+    await r.close();
+
+    const listed = await cli(['queue', 'list', '--config', configFile]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, new RegExp(`127\\.0\\.0\\.1:${backupPort}: 2 pending`));
+    const json = JSON.parse((await cli(['queue', 'list', '--json', '--config', configFile])).stdout);
+    assert.equal(json.pending.length, 2);
+    const [first, second] = json.pending;
+
+    const deleted = await cli(['queue', 'delete', first.id, '--config', configFile]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.equal((await cli(['queue', 'delete', first.id, '--config', configFile])).code, 1);
+
+    const retried = await cli(['queue', 'retry', '--config', configFile]);
+    assert.match(retried.stdout, /1 copy due now/);
+    assert.equal(JSON.parse((await cli(['queue', 'list', '--json', '--config', configFile])).stdout).pending[0].nextAttempt, 'now');
+
+    const backup = await sink(t, { port: backupPort });
+    const flushed = await cli(['queue', 'flush', '--config', configFile]);
+    assert.equal(flushed.code, 0, flushed.stderr);
+    assert.match(flushed.stdout, /attempted 1 copy: 1 finished, 0 still pending/);
+    assert.equal(backup.messages.length, 1);
+    assert.match(backup.messages[0]!.body.toString(), /Subject: two/);
+    assert.notEqual(second.id, first.id);
+    assert.match((await cli(['queue', 'list', '--config', configFile])).stdout, /queue is empty/);
+  });
+
+  test('demo --once: router, three capture servers, one message in each folder', async (t) => {
+    const dir = await tempDir(t);
+    const run = await cli(['demo', '--once', '--port', '0'], { cwd: dir });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /sample message sent: 250/);
+    for (const name of ['primary', 'backup-1', 'backup-2']) {
+      const files = (await readdir(join(dir, 'gosmtp-dup-demo', name))).filter((f) => f.endsWith('.eml'));
+      assert.equal(files.length, 1, name);
+      assert.match(await readFile(join(dir, 'gosmtp-dup-demo', name, files[0]!), 'utf8'), /Subject: Hello through gosmtp-dup/);
+    }
+    assert.ok(existsSync(join(dir, 'gosmtp-dup-demo', 'queue')));
+  });
+});
