@@ -4,15 +4,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
 import { BIN } from './helpers/child-router.ts';
-import { rawServer, router, sink } from './helpers/fixtures.ts';
+import { rawServer, router, sink, tempDir } from './helpers/fixtures.ts';
 
 interface Run {
   code: number;
@@ -26,12 +25,6 @@ function cli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } 
       resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
-}
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-cli-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 describe('cli', () => {

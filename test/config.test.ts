@@ -3,18 +3,12 @@
  * and errors that name the key.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { ConfigError, loadConfig, validateConfig } from '../src/core/config/load.ts';
 import { parseDestination } from '../src/core/destination.ts';
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-config-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from './helpers/fixtures.ts';
 
 // The seed's own example, unchanged (GoSMTP-dup README).
 const SEED_YAML = `smtp:

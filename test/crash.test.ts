@@ -2,19 +2,12 @@
  * Crash safety with a real child process and `kill -9` (behaviour 6).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
 import { startChildRouter } from './helpers/child-router.ts';
-import { eventually, rawServer, sink } from './helpers/fixtures.ts';
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-crash-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { eventually, rawServer, sink, tempDir } from './helpers/fixtures.ts';
 
 function routerConfig(dir: string, primary: string, backups: string[]) {
   return {

@@ -2,20 +2,12 @@
  * Graceful shutdown on SIGTERM / SIGINT (behaviour 10), with the router as a child process.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
 import { startChildRouter } from './helpers/child-router.ts';
-import { rawServer, sink } from './helpers/fixtures.ts';
-
-async function tempDir(t: TestContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-stop-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { rawServer, sink, tempDir } from './helpers/fixtures.ts';
 
 function connectionRefused(port: number): Promise<boolean> {
   return new Promise((resolve) => {

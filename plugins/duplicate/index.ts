@@ -4,6 +4,7 @@
  * so it is made once and returned at MAIL FROM (the core forwards MAIL FROM at once).
  */
 import { definePlugin, deliver, type DestinationInput } from '../../src/plugins/decisions.ts';
+import type { RouterPlugin } from '../../src/plugins/types.ts';
 
 export interface DuplicateOptions {
   /** Synchronous destination. */
@@ -12,7 +13,7 @@ export interface DuplicateOptions {
   backups?: readonly DestinationInput[];
 }
 
-export function duplicate(options: DuplicateOptions) {
+export function duplicate(options: DuplicateOptions): RouterPlugin {
   const decision = deliver({ to: options.primary, copies: options.backups ?? [], decidedBy: 'duplicate' });
   return definePlugin({
     name: 'duplicate',

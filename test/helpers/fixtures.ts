@@ -1,6 +1,9 @@
 /**
  * Test fixtures: sinks and routers that close themselves when the test ends.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
@@ -14,6 +17,13 @@ import {
   type SinkOptions,
   type TestRouter,
 } from '../../src/testkit/index.ts';
+
+/** A temporary folder, removed after the test (retrying while a child router lets go of it). */
+export async function tempDir(t: TestContext, prefix = 'gosmtp-dup-test-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }));
+  return dir;
+}
 
 export async function sink(t: TestContext, options: SinkOptions = {}): Promise<Sink> {
   const s = await startSink(options);

@@ -94,10 +94,12 @@ export class FsSpool implements Spool {
       if (open === 0 && owner) await this.#removeFiles(id, record.copies.length);
     }
     if (!owner) return;
-    // Bodies without a record were never committed.
     for (const name of names) {
-      const match = /^(.+)\.eml$/.exec(name);
-      if (match && !names.has(`${match[1]}.json`)) await unlinkQuiet(join(this.#queue, name));
+      // A state or marker file a crash interrupted before its rename: the old version stands.
+      if (name.endsWith('.tmp')) await unlinkQuiet(join(this.#queue, name));
+      // Bodies without a record were never committed.
+      const body = /^(.+)\.eml$/.exec(name);
+      if (body && !names.has(`${body[1]}.json`)) await unlinkQuiet(join(this.#queue, name));
     }
   }
 
