@@ -1,0 +1,149 @@
+/**
+ * `npm run bench`: throughput of gosmtp-dup against sending straight to the same sink, measured
+ * in one run, as ratios; plus peak RSS for a 60 MiB message. A benchmark, not a test: it prints.
+ *
+ * Client and sink are Postfix's smtp-source and smtp-sink when available (see postfix-tools.ts),
+ * else small Node equivalents. Everything runs on loopback; the router is a child process
+ * started exactly as users start it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { SmtpTestClient } from '../src/testkit/client.ts';
+import { startSink } from '../src/testkit/sink.ts';
+import { findPostfixTools, type PostfixTools } from './postfix-tools.ts';
+import { nodeSink, nodeSource } from './node-tools.ts';
+
+const BIN = new URL('../bin/gosmtp-dup.mjs', import.meta.url).pathname;
+const MESSAGE_BYTES = 10 * 1024;
+const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 3000);
+
+interface Sink {
+  label: string;
+  stop(): Promise<void>;
+}
+type Source = (target: string, options: { messages: number; sessions: number; persistent: boolean }) => Promise<number>;
+
+async function startRouter(dir: string, name: string, primary: string, backups: string[]): Promise<{ port: number; proc: ChildProcess; stop(): Promise<Record<string, unknown>> }> {
+  const file = join(dir, `${name}.yaml`);
+  await writeFile(
+    file,
+    stringify({
+      smtp: { listen: '127.0.0.1:0', max_message_bytes: 100 * 1024 * 1024 },
+      relay: { destination_primary: primary, destination_backups: backups },
+      queue: { dir: join(dir, `${name}-spool`) },
+      log: { level: 'info' },
+    }),
+  );
+  const proc = spawn(process.execPath, [BIN, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: Array<Record<string, unknown>> = [];
+  let buffer = '';
+  let onLine: (() => void) | undefined;
+  proc.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString();
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) !== -1) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      try {
+        const parsed = JSON.parse(line) as Record<string, unknown>;
+        // Per-message lines are dropped here; only start and stop matter to the bench.
+        if (parsed.msg === 'gosmtp-dup listening' || parsed.msg === 'gosmtp-dup stopped') lines.push(parsed);
+      } catch {
+        // not JSON
+      }
+      onLine?.();
+    }
+  });
+  const waitFor = (msg: string) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const check = () => {
+        const found = lines.find((l) => l.msg === msg);
+        if (found) resolve(found);
+        else if (proc.exitCode !== null) reject(new Error(`router exited (${proc.exitCode})`));
+      };
+      onLine = check;
+      check();
+    });
+  const listening = await waitFor('gosmtp-dup listening');
+  return {
+    proc,
+    port: Number(String(listening.listen).split(':').pop()),
+    stop: async () => {
+      proc.kill('SIGTERM');
+      return waitFor('gosmtp-dup stopped');
+    },
+  };
+}
+
+function rate(messages: number, ms: number): number {
+  return (messages * 1000) / ms;
+}
+
+async function main(): Promise<void> {
+  const tools: PostfixTools | undefined = await findPostfixTools();
+  const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-bench-'));
+  const newSink = async (): Promise<Sink> => (tools ? tools.sink() : nodeSink());
+  const source: Source = tools ? tools.source : nodeSource;
+  console.log(`client/sink: ${tools ? `Postfix smtp-source/smtp-sink (${tools.dir})` : 'Node fallback (Postfix tools not found)'}`);
+  console.log(`workload: ${MESSAGES} messages of ${MESSAGE_BYTES} bytes, ${SESSIONS} sessions, loopback`);
+
+  const primary = await newSink();
+  const backups = [await newSink(), await newSink()];
+  const passThrough = await startRouter(dir, 'pass', primary.label, []);
+  const duplicate = await startRouter(dir, 'dup', primary.label, backups.map((b) => b.label));
+  const rows: Array<[string, number, number, string]> = [];
+  try {
+    // Warm up the sink and both routers (JIT, connection pools) before measuring.
+    await source(primary.label, { messages: 300, sessions: SESSIONS, persistent: true });
+    await source(`127.0.0.1:${passThrough.port}`, { messages: 300, sessions: SESSIONS, persistent: true });
+    await source(`127.0.0.1:${duplicate.port}`, { messages: 300, sessions: SESSIONS, persistent: true });
+    for (const [name, router, persistent] of [
+      ['pass-through, persistent', passThrough, true],
+      ['primary + 2 copies, persistent', duplicate, true],
+      ['pass-through, connection per message', passThrough, false],
+    ] as const) {
+      const direct = rate(MESSAGES, await source(primary.label, { messages: MESSAGES, sessions: SESSIONS, persistent }));
+      const via = rate(MESSAGES, await source(`127.0.0.1:${router.port}`, { messages: MESSAGES, sessions: SESSIONS, persistent }));
+      rows.push([name, direct, via, (via / direct).toFixed(3)]);
+    }
+  } finally {
+    await passThrough.stop();
+    await duplicate.stop();
+  }
+
+  // Peak RSS while a 60 MiB message streams through (with one copy spooled).
+  const big = await startSink({ discard: true });
+  const bigCopy = await startSink({ discard: true });
+  const router = await startRouter(dir, 'big', big.label, [bigCopy.label]);
+  const client = await SmtpTestClient.connect(router.port);
+  await client.command('EHLO bench');
+  await client.command('MAIL FROM:<bench@example.com>');
+  await client.command('RCPT TO:<big@example.net>');
+  await client.command('DATA');
+  const chunk = Buffer.concat(Array(64).fill(Buffer.from('x'.repeat(998) + '\r\n')));
+  for (let sent = 0; sent < 60 * 1024 * 1024; sent += chunk.length) await client.writeAndDrain(chunk);
+  client.write('.\r\n');
+  const final = await client.next(300_000);
+  await bigCopy.waitFor(1, 120_000);
+  await client.quit();
+  const stopped = await router.stop();
+  await big.close();
+  await bigCopy.close();
+  const rssMiB = Number(stopped.maxRssBytes) / 1024 / 1024;
+
+  console.log('');
+  console.log('| workload | direct msg/s | gosmtp-dup msg/s | ratio |');
+  console.log('|---|---:|---:|---:|');
+  for (const [name, direct, via, ratio] of rows) console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} |`);
+  console.log('');
+  console.log(`60 MiB message (reply ${final.code}): router peak RSS ${rssMiB.toFixed(1)} MiB`);
+
+  for (const sink of [primary, ...backups]) await sink.stop();
+  await rm(dir, { recursive: true, force: true });
+}
+
+await main();
