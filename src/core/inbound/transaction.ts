@@ -189,8 +189,10 @@ export class InboundTransaction {
     input.once('error', (err) => canonical.destroy(err));
     canonical.once('error', (err) => toUpstream.destroy(err));
     if (writer) writer.body.once('error', (err) => toUpstream.destroy(err));
+    let settled = false;
     canonical.once('end', () => {
       this.#size = canonical.bytes;
+      if (settled) return; // the upstream already failed; the writer is being aborted
       // Copies become durable before the upstream can accept: the dot waits for the fsync.
       const ready = writer ? writer.prepare(this.#record(copies)) : Promise.resolve();
       ready.then(
@@ -208,6 +210,7 @@ export class InboundTransaction {
     } catch (err) {
       reply = this.#fail(err);
     } finally {
+      settled = true;
       input.unpipe(canonical);
       canonical.unpipe();
       await drain(input);
