@@ -9,7 +9,7 @@ import { FsSpool } from '../core/spool/fs-spool.ts';
 import { acquireSpoolLock, spoolOwner } from '../core/spool/lock.ts';
 import { copyRecipients, type CopyJob } from '../core/spool/types.ts';
 import { CopyWorker } from '../core/spool/worker.ts';
-import { UpstreamPool } from '../core/upstream/pool.ts';
+import { deliveryStack } from '../core/delivery-stack.ts';
 
 const USAGE = 'usage: gosmtp-dup queue list|retry [ID]|delete ID|flush [--config FILE]';
 
@@ -94,27 +94,13 @@ async function flush(spool: FsSpool, config: Awaited<ReturnType<typeof loadConfi
   }
   // No router: this process delivers, and holds the lock so that none starts meanwhile.
   const lock = await acquireSpoolLock(config.queue.dir);
-  const timeoutMs = config.relay.timeout_seconds * 1000;
-  const pool = new UpstreamPool({ timeoutMs, heloName: config.smtp.domain, idleMs: 1000, maxIdlePerDestination: 4 });
-  const worker = new CopyWorker(
-    spool,
-    pool,
-    {
-      timeoutMs,
-      finalTimeoutMs: config.relay.data_timeout_seconds * 1000,
-      retryInitialMs: config.queue.retry_initial_seconds * 1000,
-      retryMaxMs: config.queue.retry_max_seconds * 1000,
-      maxAgeMs: config.queue.max_age_hours * 3600_000,
-      concurrency: config.queue.concurrency,
-      heloName: config.smtp.domain,
-    },
-    silentLogger(),
-  );
+  const stack = deliveryStack(config, silentLogger());
+  const worker = new CopyWorker(spool, stack.pool, stack.worker, silentLogger());
   const attempted = () => spool.pending().filter((j) => keys.has(`${j.record.id}.${j.index}`) && (j.state.lastAttemptAt ?? 0) < started).length === 0;
   worker.start();
   while (!attempted()) await new Promise((resolve) => setTimeout(resolve, 100));
   await worker.stop();
-  pool.close();
+  stack.pool.close();
   await lock.release();
   const left = spool.pending().length;
   process.stdout.write(`attempted ${keys.size} cop${keys.size === 1 ? 'y' : 'ies'}: ${keys.size - Math.min(left, keys.size)} finished, ${left} still pending\n`);

@@ -1,4 +1,4 @@
-import { loadConfig } from '../core/config/load.ts';
+import { configDir, loadConfig } from '../core/config/load.ts';
 import { createLogger } from '../core/logger.ts';
 import { startRouter } from '../core/router.ts';
 
@@ -9,7 +9,7 @@ export async function startCommand(options: { configFile?: string }): Promise<nu
   log.info({ config: source }, 'configuration loaded');
   let router;
   try {
-    router = await startRouter({ config, logger: log });
+    router = await startRouter({ config, logger: log, baseDir: configDir(source) });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new Error(`cannot listen on ${config.smtp.listen}: ${e.message}`);

@@ -5,17 +5,17 @@
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { duplicate } from '../../plugins/duplicate/index.ts';
 import { PluginDriver } from '../plugins/driver.ts';
+import { loadPlugins } from '../plugins/loader.ts';
 import type { RouterPlugin } from '../plugins/types.ts';
 import type { Config } from './config/schema.ts';
+import { deliveryStack } from './delivery-stack.ts';
 import { parseDestination, type Destination } from './destination.ts';
 import { InboundListener } from './inbound/listener.ts';
 import { createLogger } from './logger.ts';
 import { FsSpool } from './spool/fs-spool.ts';
-import { acquireSpoolLock, type SpoolLock } from './spool/lock.ts';
+import { acquireSpoolLock } from './spool/lock.ts';
 import { CopyWorker } from './spool/worker.ts';
-import { UpstreamPool } from './upstream/pool.ts';
 
 export interface Router {
   /** Where the router listens (the real port when the config said 0). */
@@ -29,6 +29,8 @@ export interface StartOptions {
   config: Config;
   /** Replaces the plugins the config describes (the test kit and embedders use this). */
   plugins?: readonly RouterPlugin[];
+  /** Where plugin paths in the config are relative to (the config file's folder). */
+  baseDir?: string;
   logger?: Logger;
 }
 
@@ -39,19 +41,27 @@ export function destinationOf(text: string, options: { listen?: boolean } = {}):
   return parsed;
 }
 
-export function pluginsFromConfig(config: Config): RouterPlugin[] {
-  return [duplicate({ primary: config.relay.destination_primary, backups: config.relay.destination_backups })];
+/** The plugin driver for a configuration, set up: what the router and `gosmtp-dup route` use. */
+export async function createDriver(config: Config, stack: ReturnType<typeof deliveryStack>, log: Logger, options: { plugins?: readonly RouterPlugin[]; baseDir?: string } = {}) {
+  const plugins = options.plugins ?? (await loadPlugins(config, options.baseDir ?? process.cwd()));
+  const driver = new PluginDriver(plugins, {
+    hookTimeoutMs: stack.timeouts.timeoutMs,
+    log: log.child({ component: 'plugins' }),
+    destinations: stack.destinations,
+    health: stack.health,
+  });
+  await driver.setup();
+  return driver;
 }
 
 export async function startRouter(options: StartOptions): Promise<Router> {
   const { config } = options;
   const log = options.logger ?? createLogger(config.log.level);
-  const timeoutMs = config.relay.timeout_seconds * 1000;
-  const timeouts = { timeoutMs, finalTimeoutMs: config.relay.data_timeout_seconds * 1000 };
+  const stack = deliveryStack(config, log);
 
   await mkdir(config.queue.dir, { recursive: true, mode: 0o700 });
-  const lock: SpoolLock = await acquireSpoolLock(config.queue.dir);
-  const cleanups: Array<() => unknown> = [() => lock.release()];
+  const lock = await acquireSpoolLock(config.queue.dir);
+  const cleanups: Array<() => unknown> = [() => lock.release(), () => stack.pool.close()];
   const undo = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
@@ -60,34 +70,18 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     await spool.open({ owner: true });
     cleanups.push(() => spool.close());
 
-    const pool = new UpstreamPool({ timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 16 });
-    cleanups.push(() => pool.close());
-
-    const driver = new PluginDriver(options.plugins ?? pluginsFromConfig(config), { hookTimeoutMs: timeoutMs, log: log.child({ component: 'plugins' }) });
-    await driver.setup();
+    const driver = await createDriver(config, stack, log, options);
     cleanups.push(() => driver.close());
 
-    const worker = new CopyWorker(
-      spool,
-      pool,
-      {
-        ...timeouts,
-        retryInitialMs: config.queue.retry_initial_seconds * 1000,
-        retryMaxMs: config.queue.retry_max_seconds * 1000,
-        maxAgeMs: config.queue.max_age_hours * 3600_000,
-        concurrency: config.queue.concurrency,
-        heloName: config.smtp.domain,
-      },
-      log.child({ component: 'copies' }),
-    );
+    const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }));
     cleanups.push(() => worker.stop());
 
     const listener = new InboundListener(
       {
         driver,
-        pool,
+        pool: stack.pool,
         spool,
-        timeouts,
+        timeouts: stack.timeouts,
         maxMessageBytes: config.smtp.max_message_bytes,
         bareLineEndings: config.smtp.bare_line_endings,
         log: log.child({ component: 'smtp' }),
@@ -102,7 +96,10 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const address = await listener.listen();
     cleanups.push(() => listener.drain());
     worker.start();
-    log.info({ listen: `${address.address}:${address.port}`, queue: config.queue.dir, pending: spool.pending().length }, 'gosmtp-dup listening');
+    log.info(
+      { listen: `${address.address}:${address.port}`, queue: config.queue.dir, pending: spool.pending().length, plugins: driver.plugins.map((p) => p.name) },
+      'gosmtp-dup listening',
+    );
 
     let closing: Promise<void> | undefined;
     return {

@@ -2,18 +2,11 @@
  * Decision helpers: the only way plugins build decisions. The helper fixes the reply class, so a
  * temporary failure cannot carry a 5xx and a rejection cannot carry a 4xx.
  */
-import { parseDestination, type Destination } from '../core/destination.ts';
+import type { DestinationRef } from '../core/destinations.ts';
 import type { DeliverDecision, RefuseDecision, RouterPlugin } from './types.ts';
 
-/** A destination as `host:port` text or an already parsed one. */
-export type DestinationInput = string | Destination;
-
-export function toDestination(input: DestinationInput): Destination {
-  if (typeof input !== 'string') return input;
-  const parsed = parseDestination(input);
-  if (typeof parsed === 'string') throw new TypeError(`invalid destination "${input}": ${parsed}`);
-  return parsed;
-}
+/** A destination: a name from the config's `destinations:`, a `host:port`, or a parsed one. */
+export type DestinationInput = DestinationRef;
 
 export interface DeliverOptions {
   /** Synchronous destination(s); several are tried in order (failover). */
@@ -26,12 +19,7 @@ export interface DeliverOptions {
 export function deliver(options: DeliverOptions): DeliverDecision {
   const to = (Array.isArray(options.to) ? options.to : [options.to]) as readonly DestinationInput[];
   if (to.length === 0) throw new TypeError('deliver() needs at least one destination in "to"');
-  return {
-    kind: 'deliver',
-    to: to.map(toDestination),
-    copies: (options.copies ?? []).map(toDestination),
-    decidedBy: options.decidedBy,
-  };
+  return { kind: 'deliver', to, copies: options.copies ?? [], decidedBy: options.decidedBy };
 }
 
 function refuse(code: number, enhanced: string, text: string, decidedBy: string | undefined): RefuseDecision {

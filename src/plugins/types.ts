@@ -14,7 +14,11 @@
  */
 import type { Logger } from 'pino';
 import type { Destination } from '../core/destination.ts';
+import type { DestinationRef } from '../core/destinations.ts';
+import type { CircuitState } from '../core/health.ts';
 import type { SmtpReply } from '../core/replies.ts';
+
+export type { Destination, DestinationRef };
 
 export type Awaitable<T> = T | Promise<T>;
 
@@ -49,13 +53,16 @@ export interface RcptContext extends MailContext {
   readonly acceptedRecipients: readonly string[];
 }
 
-/** Deliver: `to` is tried in order until one answers (failover); `copies` get durable async copies. */
+/**
+ * Deliver: `to` is tried in order until one answers (failover); `copies` get durable async copies.
+ * Destinations are names from the config's `destinations:` or literal `host:port`.
+ */
 export interface DeliverDecision {
   readonly kind: 'deliver';
   /** Synchronous destinations, in failover order: the first reachable one's verdict is the client's. */
-  readonly to: readonly Destination[];
+  readonly to: readonly DestinationRef[];
   /** Asynchronous destinations: each gets a durable copy of what `to` accepted. */
-  readonly copies: readonly Destination[];
+  readonly copies: readonly DestinationRef[];
   /** Who decided, for logs and `route` explanations (e.g. `route: rule 2`); the driver fills in the plugin name. */
   readonly decidedBy?: string;
 }
@@ -71,6 +78,17 @@ export type RouteDecision = DeliverDecision | RefuseDecision;
 
 export interface PluginSetupContext {
   readonly log: Logger;
+  /** Resolves a destination name or `host:port`; throws (a config error at start-up) if unknown. */
+  destination(ref: DestinationRef): Destination;
+  /** Destination health, shared by all plugins (circuit breakers fed by every delivery). */
+  readonly health: HealthView;
+}
+
+/** Read-only view of destination health. */
+export interface HealthView {
+  /** Whether the destination would take an attempt now (its circuit is closed or ready to probe). */
+  available(destination: Destination): boolean;
+  state(destination: Destination): CircuitState;
 }
 
 export interface RouterPlugin {

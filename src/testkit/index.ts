@@ -14,12 +14,15 @@ import type { Logger } from 'pino';
 import { validateConfig } from '../core/config/load.ts';
 import type { Config, ConfigInput } from '../core/config/schema.ts';
 import { silentLogger } from '../core/logger.ts';
-import { startRouter, type Router } from '../core/router.ts';
-import type { RouterPlugin } from '../plugins/types.ts';
+import { createDriver, startRouter, type Router } from '../core/router.ts';
+import { deliveryStack } from '../core/delivery-stack.ts';
+import { explainRoute, type RecipientRoute } from '../plugins/explain.ts';
+import type { ConnectionInfo, RouterPlugin } from '../plugins/types.ts';
 
 export { startSink, type CapturedMessage, type Sink, type SinkBehaviour, type SinkOptions } from './sink.ts';
 export { startRawServer, type RawServer, type RawServerMode } from './raw-server.ts';
 export { SmtpTestClient, sendMail, sampleMessage, dotStuff, type Reply } from './client.ts';
+export type { RecipientRoute } from '../plugins/explain.ts';
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
 
@@ -32,6 +35,29 @@ export interface TestRouter {
   close(): Promise<void>;
 }
 
+/**
+ * Where would this envelope go? Sets the plugins up (from `plugins`, or from the config's
+ * `plugins:`/`relay:`) and asks them, as a live transaction would, without sending anything.
+ */
+export async function explain(
+  options: { config?: DeepPartial<ConfigInput>; plugins?: readonly RouterPlugin[]; baseDir?: string },
+  envelope: { from: string; to: readonly string[]; connection?: Partial<ConnectionInfo> },
+): Promise<RecipientRoute[]> {
+  // Plugins given as objects stand in for the config's; an empty list satisfies its schema.
+  const config = validateConfig({ ...(options.plugins && { plugins: [] }), ...options.config, queue: { dir: tmpdir() } }, 'test');
+  const stack = deliveryStack(config, silentLogger());
+  try {
+    const driver = await createDriver(config, stack, silentLogger(), options);
+    try {
+      return await explainRoute(driver, envelope);
+    } finally {
+      await driver.close();
+    }
+  } finally {
+    stack.pool.close();
+  }
+}
+
 /** Test-friendly defaults: loopback on a free port, a temporary spool, fast retries, silent logs. */
 export async function startTestRouter(options: { config?: DeepPartial<ConfigInput>; plugins?: readonly RouterPlugin[]; logger?: Logger } = {}): Promise<TestRouter> {
   const input = options.config ?? {};
@@ -39,6 +65,7 @@ export async function startTestRouter(options: { config?: DeepPartial<ConfigInpu
   const queueDir = input.queue?.dir ?? (await mkdtemp(join(tmpdir(), 'gosmtp-dup-test-')));
   const config = validateConfig(
     {
+      ...(options.plugins && { plugins: [] }),
       ...input,
       smtp: { listen: '127.0.0.1:0', shutdown_timeout_seconds: 5, ...input.smtp },
       relay: { timeout_seconds: 5, ...input.relay },

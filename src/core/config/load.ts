@@ -7,7 +7,7 @@
  * Environment variables `SMTP_DUP_<SECTION>_<KEY>` override whatever the file says.
  */
 import { existsSync } from 'node:fs';
-import { extname, resolve } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig';
 import { z } from 'zod';
@@ -138,6 +138,11 @@ export function validateConfig(raw: unknown, source: string): Config {
   const result = configSchema.safeParse(raw, { reportInput: true });
   if (!result.success) throw new ConfigError(describeIssues(result.error).flatMap((line) => line.split('\n')), source);
   return result.data;
+}
+
+/** Plugin paths in a config are relative to the config file's folder. */
+export function configDir(source: string): string {
+  return source === 'environment' || source === 'test' || source === 'demo' ? process.cwd() : dirname(source);
 }
 
 export async function loadConfig(options: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<LoadedConfig> {

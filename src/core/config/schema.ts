@@ -49,8 +49,20 @@ export const configSchema = z.strictObject({
       shutdown_timeout_seconds: positive().default(30),
     })
     .prefault({}),
+  /** Named destinations, referenced by name from plugins and routes. */
+  destinations: z
+    .record(z.string().regex(/^[A-Za-z0-9_-]+$/, { error: 'expected a name of letters, digits, "-" or "_"' }), destinationText, {
+      error: 'expected a map of name: "host:port"',
+    })
+    .default({}),
+  /**
+   * Routing plugins in order (see docs/plugins.md): a built-in name or a path/package, with options
+   * (`{ route: {...} }`), or a plugin object in a TypeScript config. Checked by the plugin loader.
+   */
+  plugins: z.array(z.unknown(), { error: 'expected a list of plugins' }).optional(),
   relay: z.strictObject({
-    destination_primary: destinationText,
+    /** The `duplicate` strategy's primary; optional when `plugins` route the mail. */
+    destination_primary: destinationText.optional(),
     destination_backups: list(destinationText).default([]),
     timeout_seconds: positive().default(10),
     /** Wait for the final reply after the body (RFC 5321 §4.5.3.2 suggests 10 minutes). */
@@ -66,11 +78,23 @@ export const configSchema = z.strictObject({
       concurrency: positiveInt().default(8),
     })
     .prefault({}),
+  health: z
+    .strictObject({
+      /** Consecutive failures that open a destination's circuit. */
+      failure_threshold: positiveInt().default(3),
+      /** How long an open circuit keeps a destination out before one probe is let through. */
+      cooldown_seconds: positive().default(30),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'expected a pino log level' }).default('info'),
     })
     .prefault({}),
+}).superRefine((config, ctx) => {
+  if (config.plugins === undefined && config.relay.destination_primary === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['relay', 'destination_primary'], message: 'required', input: undefined });
+  }
 });
 
 /** A configuration as written by a user (defaults optional). */

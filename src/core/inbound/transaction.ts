@@ -21,8 +21,10 @@ import { isSuccess, passThrough, Replies, type SmtpReply } from '../replies.ts';
 import type { Spool, SpoolRecord, SpoolWriter } from '../spool/types.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
 import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
-import type { PluginDriver } from '../../plugins/driver.ts';
-import type { ConnectionInfo, DeliverDecision, MailContext } from '../../plugins/types.ts';
+import { routeKey, type PluginDriver, type Route } from '../../plugins/driver.ts';
+import type { ConnectionInfo, MailContext } from '../../plugins/types.ts';
+
+type DeliverRoute = Extract<Route, { kind: 'deliver' }>;
 
 export interface TransactionDeps {
   readonly driver: PluginDriver;
@@ -37,7 +39,7 @@ export interface TransactionDeps {
 /** The synchronous side of the transaction, once a recipient or MAIL routed it. */
 interface Primary {
   readonly key: string;
-  readonly decision: DeliverDecision;
+  readonly decision: DeliverRoute;
   tx?: UpstreamTransaction;
   destination?: Destination;
   /** Why the upstream transaction is unusable; every later command gets this reply. */
@@ -64,7 +66,6 @@ export interface TransactionSummary {
 /** Queue ids: time-ordered, unique, safe as file names. */
 export const newQueueId = (): string => Date.now().toString(36).toUpperCase() + randomBytes(5).toString('hex').toUpperCase();
 
-const routeKey = (decision: DeliverDecision): string => decision.to.map((d) => d.label).join(',');
 
 export class InboundTransaction {
   readonly id = newQueueId();
@@ -72,7 +73,7 @@ export class InboundTransaction {
   readonly #deps: TransactionDeps;
   readonly #ctx: MailContext;
   readonly #sender: EnvelopeAddress;
-  #mailDecision: DeliverDecision | undefined;
+  #mailDecision: DeliverRoute | undefined;
   #primary: Primary | undefined;
   readonly #accepted: AcceptedRecipient[] = [];
   #size = 0;
@@ -110,8 +111,8 @@ export class InboundTransaction {
     return Replies.senderOk();
   }
 
-  async #openPrimary(decision: DeliverDecision): Promise<SmtpReply> {
-    const primary: Primary = { key: routeKey(decision), decision };
+  async #openPrimary(decision: DeliverRoute): Promise<SmtpReply> {
+    const primary: Primary = { key: routeKey(decision)!, decision };
     try {
       const { tx, reply, destination } = await UpstreamTransaction.begin(
         this.#deps.pool,
@@ -134,12 +135,10 @@ export class InboundTransaction {
   async rcpt(recipient: EnvelopeAddress): Promise<SmtpReply> {
     let decision;
     try {
-      decision =
-        (await this.#deps.driver.rcpt({
-          ...this.#ctx,
-          recipient: recipient.address,
-          acceptedRecipients: this.#accepted.map((a) => a.recipient.address),
-        })) ?? this.#mailDecision;
+      decision = await this.#deps.driver.routeRecipient(
+        { ...this.#ctx, recipient: recipient.address, acceptedRecipients: this.#accepted.map((a) => a.recipient.address) },
+        this.#mailDecision,
+      );
     } catch (err) {
       return this.#fail(err);
     }

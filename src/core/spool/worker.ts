@@ -17,7 +17,6 @@ export interface WorkerOptions extends TransactionTimeouts {
   maxAgeMs: number;
   /** Copies in flight at once, across destinations. */
   concurrency: number;
-  heloName: string;
 }
 
 export class CopyWorker {

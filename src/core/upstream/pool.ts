@@ -4,6 +4,7 @@
  * closed. Idle connections are closed after `idleMs`, well before a server's own idle timeout.
  */
 import type { Destination } from '../destination.ts';
+import type { HealthRegistry } from '../health.ts';
 import { UpstreamConnection, type ConnectOptions } from './connection.ts';
 
 export interface PoolOptions extends ConnectOptions {
@@ -11,6 +12,8 @@ export interface PoolOptions extends ConnectOptions {
   idleMs: number;
   /** At most this many idle connections per destination. */
   maxIdlePerDestination: number;
+  /** Where connection successes and failures are recorded. */
+  health: HealthRegistry;
 }
 
 export class UpstreamPool {
@@ -25,8 +28,8 @@ export class UpstreamPool {
     this.#sweeper.unref();
   }
 
-  get timeoutMs(): number {
-    return this.#options.timeoutMs;
+  get health(): HealthRegistry {
+    return this.#options.health;
   }
 
   /** An idle connection to `destination` if one is usable, else a new one. */
@@ -38,7 +41,14 @@ export class UpstreamPool {
         if (conn.usable) return { conn, reused: true };
       }
     }
-    return { conn: await UpstreamConnection.open(destination, this.#options), reused: false };
+    try {
+      const conn = await UpstreamConnection.open(destination, this.#options);
+      this.#options.health.success(destination);
+      return { conn, reused: false };
+    } catch (err) {
+      this.#options.health.failure(destination, (err as Error).message);
+      throw err;
+    }
   }
 
   /** Takes a connection back after its transaction; a dirty one is RSET first, a broken one closed. */

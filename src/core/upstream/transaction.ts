@@ -20,6 +20,8 @@ export interface TransactionTimeouts {
 
 /** Errors that mean "this server is not there": the next candidate may take the transaction. */
 const FAILOVER_CODES = new Set<string>([ErrorCodes.UPSTREAM_UNAVAILABLE, ErrorCodes.UPSTREAM_TIMEOUT]);
+/** Errors that count against a destination's health. */
+const UNHEALTHY_CODES = new Set<string>([...FAILOVER_CODES, ErrorCodes.UPSTREAM_LOST, ErrorCodes.UPSTREAM_PROTOCOL]);
 
 export class UpstreamTransaction {
   #conn: UpstreamConnection | undefined;
@@ -48,7 +50,13 @@ export class UpstreamTransaction {
     onFailover?: (destination: Destination, err: GsdError) => void,
   ): Promise<{ tx: UpstreamTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
     let lastError: unknown;
+    const skipped: string[] = [];
     for (const destination of candidates) {
+      // An open circuit is not tried: answering 451 now beats waiting for a timeout.
+      if (!pool.health.tryAcquire(destination)) {
+        skipped.push(destination.label);
+        continue;
+      }
       try {
         let { conn, reused } = await pool.acquire(destination);
         let reply: UpstreamReply;
@@ -69,7 +77,8 @@ export class UpstreamTransaction {
         onFailover?.(destination, err);
       }
     }
-    throw lastError ?? new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, 'no destination to deliver to');
+    if (lastError) throw lastError;
+    throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, skipped.length ? `circuit open for ${skipped.join(', ')}` : 'no destination to deliver to', { step: 'connect' });
   }
 
   #connection(): UpstreamConnection {
@@ -79,7 +88,13 @@ export class UpstreamTransaction {
 
   rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
     const conn = this.#connection();
-    return conn.command(rcptCommand(recipient, conn.extensions), 'RCPT', this.#timeouts.timeoutMs);
+    return conn.command(rcptCommand(recipient, conn.extensions), 'RCPT', this.#timeouts.timeoutMs).catch((err: unknown) => this.#lost(err));
+  }
+
+  /** A connection lost or timed out mid-dialogue counts against the destination's health. */
+  #lost(err: unknown): never {
+    if (err instanceof GsdError && UNHEALTHY_CODES.has(err.code)) this.#pool.health.failure(this.destination, err.message);
+    throw err;
   }
 
   /** Sends the body; the connection goes back to the pool after a final reply, or is closed. */
@@ -94,6 +109,8 @@ export class UpstreamTransaction {
       return reply;
     } catch (err) {
       conn.destroy();
+      // A failed body (the client went away, a policy error) says nothing about the upstream.
+      if (err instanceof GsdError && err.step !== 'body') this.#lost(err);
       throw err;
     }
   }

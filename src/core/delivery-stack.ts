@@ -1,0 +1,44 @@
+/**
+ * What delivering needs, built once from the configuration: named destinations, their health,
+ * the upstream connection pool, and the settings of the copy worker. Used by the router and by
+ * `gosmtp-dup queue flush`, which delivers without one.
+ */
+import type { Logger } from 'pino';
+import type { Config } from './config/schema.ts';
+import { DestinationRegistry } from './destinations.ts';
+import { HealthRegistry } from './health.ts';
+import type { WorkerOptions } from './spool/worker.ts';
+import { UpstreamPool } from './upstream/pool.ts';
+import type { TransactionTimeouts } from './upstream/transaction.ts';
+
+export interface DeliveryStack {
+  readonly destinations: DestinationRegistry;
+  readonly health: HealthRegistry;
+  readonly pool: UpstreamPool;
+  readonly timeouts: TransactionTimeouts;
+  readonly worker: WorkerOptions;
+}
+
+export function deliveryStack(config: Config, log: Logger): DeliveryStack {
+  const timeouts: TransactionTimeouts = {
+    timeoutMs: config.relay.timeout_seconds * 1000,
+    finalTimeoutMs: config.relay.data_timeout_seconds * 1000,
+  };
+  const health = new HealthRegistry(
+    { threshold: config.health.failure_threshold, cooldownMs: config.health.cooldown_seconds * 1000 },
+    log.child({ component: 'health' }),
+  );
+  return {
+    destinations: new DestinationRegistry(config.destinations),
+    health,
+    timeouts,
+    pool: new UpstreamPool({ timeoutMs: timeouts.timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 16, health }),
+    worker: {
+      ...timeouts,
+      retryInitialMs: config.queue.retry_initial_seconds * 1000,
+      retryMaxMs: config.queue.retry_max_seconds * 1000,
+      maxAgeMs: config.queue.max_age_hours * 3600_000,
+      concurrency: config.queue.concurrency,
+    },
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * Named destinations (`destinations:` in the config) and how a reference to one is resolved.
+ * A reference is a configured name, or a literal `host:port` with an explicit port, so that a
+ * misspelt name is an error instead of a connection to a host of that name on port 25.
+ */
+import { parseDestination, type Destination } from './destination.ts';
+
+export type DestinationRef = string | Destination;
+
+export class DestinationRegistry {
+  readonly #named: ReadonlyMap<string, Destination>;
+
+  constructor(named: Readonly<Record<string, string>> = {}) {
+    const entries = Object.entries(named).map(([name, address]) => {
+      const parsed = parseDestination(address);
+      if (typeof parsed === 'string') throw new Error(`destinations.${name}: ${parsed}`);
+      return [name, parsed] as const;
+    });
+    this.#named = new Map(entries);
+  }
+
+  names(): string[] {
+    return [...this.#named.keys()];
+  }
+
+  /** Resolves a reference, or returns why it cannot be. */
+  lookup(ref: DestinationRef): Destination | string {
+    if (typeof ref !== 'string') return ref;
+    const named = this.#named.get(ref);
+    if (named) return named;
+    if (!/:\d+$/.test(ref.trim())) {
+      const known = this.names();
+      return `unknown destination "${ref}"${known.length ? ` (configured: ${known.join(', ')})` : ''}; use a name from destinations: or "host:port"`;
+    }
+    const parsed = parseDestination(ref);
+    return typeof parsed === 'string' ? `invalid destination "${ref}": ${parsed}` : parsed;
+  }
+
+  resolve(ref: DestinationRef): Destination {
+    const found = this.lookup(ref);
+    if (typeof found === 'string') throw new Error(found);
+    return found;
+  }
+}
