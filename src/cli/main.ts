@@ -15,6 +15,8 @@ Usage:
   gosmtp-dup queue retry [ID] [--config FILE] make pending copies (or one message's) due now
   gosmtp-dup queue delete ID [--config FILE]  drop a message's pending copies
   gosmtp-dup queue flush [--config FILE]      attempt every pending copy now and report
+  gosmtp-dup route --from A --to B [--to C ...] [--json] [--config FILE]
+                                              where mail would go, per recipient, and who decided
   gosmtp-dup demo [--port N] [--once]         router on 127.0.0.1:2525 + three local capture servers
   gosmtp-dup --help | --version
 
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       port: { type: 'string' },
       once: { type: 'boolean' },
+      from: { type: 'string' },
+      to: { type: 'string', multiple: true },
     },
   });
   if (values.version) {
@@ -59,6 +63,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./check.ts')).checkCommand({ configFile: values.config });
     case 'queue':
       return (await import('./queue.ts')).queueCommand(rest, { configFile: values.config, json: Boolean(values.json) });
+    case 'route':
+      return (await import('./route.ts')).routeCommand({ configFile: values.config, from: values.from, to: values.to, json: Boolean(values.json) });
     case 'demo':
       return (await import('./demo.ts')).demoCommand({ port: values.port === undefined ? 2525 : Number(values.port), once: Boolean(values.once) });
     default:

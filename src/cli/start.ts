@@ -9,7 +9,7 @@ export async function startCommand(options: { configFile?: string }): Promise<nu
   log.info({ config: source }, 'configuration loaded');
   let router;
   try {
-    router = await startRouter({ config, logger: log, baseDir: configDir(source) });
+    router = await startRouter({ config, logger: log, baseDir: configDir(source), source });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new Error(`cannot listen on ${config.smtp.listen}: ${e.message}`);

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { PluginDriver } from '../plugins/driver.ts';
 import { loadPlugins } from '../plugins/loader.ts';
 import type { RouterPlugin } from '../plugins/types.ts';
+import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { deliveryStack } from './delivery-stack.ts';
 import { parseDestination, type Destination } from './destination.ts';
@@ -31,6 +32,8 @@ export interface StartOptions {
   plugins?: readonly RouterPlugin[];
   /** Where plugin paths in the config are relative to (the config file's folder). */
   baseDir?: string;
+  /** The config file, named in configuration errors. */
+  source?: string;
   logger?: Logger;
 }
 
@@ -42,16 +45,27 @@ export function destinationOf(text: string, options: { listen?: boolean } = {}):
 }
 
 /** The plugin driver for a configuration, set up: what the router and `gosmtp-dup route` use. */
-export async function createDriver(config: Config, stack: ReturnType<typeof deliveryStack>, log: Logger, options: { plugins?: readonly RouterPlugin[]; baseDir?: string } = {}) {
-  const plugins = options.plugins ?? (await loadPlugins(config, options.baseDir ?? process.cwd()));
-  const driver = new PluginDriver(plugins, {
-    hookTimeoutMs: stack.timeouts.timeoutMs,
-    log: log.child({ component: 'plugins' }),
-    destinations: stack.destinations,
-    health: stack.health,
-  });
-  await driver.setup();
-  return driver;
+export async function createDriver(
+  config: Config,
+  stack: ReturnType<typeof deliveryStack>,
+  log: Logger,
+  options: { plugins?: readonly RouterPlugin[]; baseDir?: string; source?: string } = {},
+): Promise<PluginDriver> {
+  try {
+    const plugins = options.plugins ?? (await loadPlugins(config, options.baseDir ?? process.cwd()));
+    const driver = new PluginDriver(plugins, {
+      hookTimeoutMs: stack.timeouts.timeoutMs,
+      log: log.child({ component: 'plugins' }),
+      destinations: stack.destinations,
+      health: stack.health,
+    });
+    await driver.setup();
+    return driver;
+  } catch (err) {
+    // Plugin problems are configuration problems: name the file they came from.
+    if (err instanceof ConfigError && options.source) throw new ConfigError(err.problems, options.source);
+    throw err;
+  }
 }
 
 export async function startRouter(options: StartOptions): Promise<Router> {

@@ -161,7 +161,9 @@ function loader(baseDir: string): Load {
 export async function loadPlugins(config: Config, baseDir: string): Promise<RouterPlugin[]> {
   const load = loader(baseDir);
   const plugins: RouterPlugin[] = [];
-  for (const [index, entry] of (config.plugins ?? []).entries()) plugins.push(await load(entry, `plugins[${index}]`));
+  // Nested lists and falsy entries let presets compose (`[isProd && archive(), ...]`).
+  const entries = (config.plugins ?? []).flat(Infinity as 1).filter((entry) => entry !== false && entry !== null && entry !== undefined);
+  for (const [index, entry] of entries.entries()) plugins.push(await load(entry, `plugins[${index}]`));
   if (config.relay.destination_primary !== undefined) {
     plugins.push(duplicate({ primary: config.relay.destination_primary, backups: config.relay.destination_backups }));
   }
