@@ -10,6 +10,8 @@ export type RawServerMode =
   | 'lenient'
   /** Accepts the connection and never says anything. */
   | 'silent'
+  /** Greets with 421 (too busy) and closes, like an overloaded server. */
+  | 'busy'
   /** Behaves until the named command, then closes the connection without a reply. */
   | { dropAt: 'MAIL' | 'RCPT' | 'DATA' | 'BODY' }
   /** Behaves until the message body, then never answers the final dot. */
@@ -38,6 +40,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     if (mode === 'silent') return;
+    if (mode === 'busy') return void socket.end('421 4.3.2 raw too busy, try later\r\n');
     const dropAt = typeof mode === 'object' ? mode.dropAt : undefined;
     let buffer = '';
     let inData = false;
