@@ -6,7 +6,6 @@ import { startRouter } from '../core/router.ts';
 export async function startCommand(options: { configFile?: string }): Promise<number> {
   const { config, source } = await loadConfig({ file: options.configFile });
   const log = createLogger(config.log.level);
-  log.info({ config: source }, 'configuration loaded');
   let router;
   try {
     router = await startRouter({ config, logger: log, baseDir: configDir(source), source });

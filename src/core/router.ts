@@ -111,7 +111,13 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     cleanups.push(() => listener.drain());
     worker.start();
     log.info(
-      { listen: `${address.address}:${address.port}`, queue: config.queue.dir, pending: spool.pending().length, plugins: driver.plugins.map((p) => p.name) },
+      {
+        listen: `${address.address}:${address.port}`,
+        config: options.source,
+        queue: config.queue.dir,
+        pending: spool.pending().length,
+        plugins: driver.plugins.map((p) => p.name),
+      },
       'gosmtp-dup listening',
     );
 

@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { importDefault } from '../core/import-module.ts';
 import { z } from 'zod';
 import { duplicate } from '../../plugins/duplicate/index.ts';
 import { failover } from '../../plugins/failover/index.ts';
@@ -119,18 +120,14 @@ async function importModule(spec: string, baseDir: string, path: string): Promis
       throw new ConfigError([`${path}: unknown plugin "${spec}" (built-ins: ${BUILTIN_NAMES.join(', ')}; or a path like ./my-plugin.ts, or an installed npm package)`], 'plugins');
     }
   }
+  let exported: unknown;
   try {
-    const { tsImport } = await import('tsx/esm/api');
-    const mod = (await tsImport(url, import.meta.url)) as Record<string, unknown>;
-    let exported: unknown = mod.default;
-    // A .ts file outside an ESM package is compiled as CommonJS: its default export arrives wrapped.
-    if (typeof exported === 'object' && exported !== null && 'default' in exported && !('name' in exported)) exported = (exported as { default: unknown }).default;
-    if (exported === undefined) throw new ConfigError([`${path}: ${spec} has no default export (export a plugin object or a factory)`], 'plugins');
-    return exported;
+    exported = await importDefault(url);
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
     throw new ConfigError([`${path}: cannot load ${spec}: ${(err as Error).message.split('\n')[0]}`], 'plugins');
   }
+  if (exported === undefined) throw new ConfigError([`${path}: ${spec} has no default export (export a plugin object or a factory)`], 'plugins');
+  return exported;
 }
 
 /** Loads one entry (recursively for strategies nested in `route`). */
@@ -154,6 +151,11 @@ function loader(baseDir: string): Load {
   return load;
 }
 
+/** The `plugins:` entries, flattened: nested lists and falsy entries let presets compose (`[isProd && archive(), ...]`). */
+export function pluginEntries(config: Config): unknown[] {
+  return (config.plugins ?? []).flat(Infinity as 1).filter((entry) => entry !== false && entry !== null && entry !== undefined);
+}
+
 /**
  * The plugins a configuration describes, in order. A `relay.destination_primary` adds the
  * `duplicate` strategy last, so the seed's configuration keeps meaning what it always meant.
@@ -161,9 +163,7 @@ function loader(baseDir: string): Load {
 export async function loadPlugins(config: Config, baseDir: string): Promise<RouterPlugin[]> {
   const load = loader(baseDir);
   const plugins: RouterPlugin[] = [];
-  // Nested lists and falsy entries let presets compose (`[isProd && archive(), ...]`).
-  const entries = (config.plugins ?? []).flat(Infinity as 1).filter((entry) => entry !== false && entry !== null && entry !== undefined);
-  for (const [index, entry] of entries.entries()) plugins.push(await load(entry, `plugins[${index}]`));
+  for (const [index, entry] of pluginEntries(config).entries()) plugins.push(await load(entry, `plugins[${index}]`));
   if (config.relay.destination_primary !== undefined) {
     plugins.push(duplicate({ primary: config.relay.destination_primary, backups: config.relay.destination_backups }));
   }

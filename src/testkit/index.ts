@@ -59,7 +59,9 @@ export async function explain(
 }
 
 /** Test-friendly defaults: loopback on a free port, a temporary spool, fast retries, silent logs. */
-export async function startTestRouter(options: { config?: DeepPartial<ConfigInput>; plugins?: readonly RouterPlugin[]; logger?: Logger } = {}): Promise<TestRouter> {
+export async function startTestRouter(
+  options: { config?: DeepPartial<ConfigInput>; plugins?: readonly RouterPlugin[]; logger?: Logger; baseDir?: string } = {},
+): Promise<TestRouter> {
   const input = options.config ?? {};
   const ownDir = input.queue?.dir === undefined;
   const queueDir = input.queue?.dir ?? (await mkdtemp(join(tmpdir(), 'gosmtp-dup-test-')));
@@ -74,7 +76,7 @@ export async function startTestRouter(options: { config?: DeepPartial<ConfigInpu
     },
     'test',
   );
-  const router = await startRouter({ config, plugins: options.plugins, logger: options.logger ?? silentLogger() });
+  const router = await startRouter({ config, plugins: options.plugins, baseDir: options.baseDir, logger: options.logger ?? silentLogger() });
   return {
     router,
     port: router.address.port,

@@ -8,9 +8,9 @@
  */
 import { existsSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig';
 import { z } from 'zod';
+import { importDefault } from '../import-module.ts';
 import { configKeys, configSchema, type Config } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -31,11 +31,7 @@ export interface LoadedConfig {
 
 /** Loads TypeScript and ESM configs through tsx, so no build step is needed. */
 const importLoader: Loader = async (filepath) => {
-  const { tsImport } = await import('tsx/esm/api');
-  const mod = (await tsImport(pathToFileURL(filepath).href, import.meta.url)) as { default?: unknown };
-  let value: unknown = mod.default ?? mod;
-  // A .ts file outside an ESM package is compiled as CommonJS: its default export arrives wrapped.
-  if (isPlainObject(value) && 'default' in value && Object.keys(value).every((k) => k === 'default' || k === '__esModule')) value = value.default;
+  const value = await importDefault(filepath);
   return typeof value === 'function' ? await (value as () => unknown)() : value;
 };
 
@@ -102,13 +98,13 @@ async function loadWith(search: ReturnType<typeof explorer>, path: string) {
 
 /** `SMTP_DUP_RELAY_TIMEOUT_SECONDS=5` → `{ relay: { timeout_seconds: "5" } }` merged over `raw`. */
 export function applyEnvironment(raw: unknown, env: NodeJS.ProcessEnv): unknown {
-  const base = isPlainObject(raw) ? structuredClone(raw) : raw;
-  if (!isPlainObject(base)) return base;
+  if (!isPlainObject(raw)) return raw;
+  // Copies only what it changes: a TypeScript config may hold plugin objects that cannot be cloned.
+  const base: Record<string, unknown> = { ...raw };
   for (const { section, key } of configKeys) {
     const value = env[`SMTP_DUP_${section}_${key}`.toUpperCase()];
     if (value === undefined) continue;
-    const target = isPlainObject(base[section]) ? base[section] : (base[section] = {});
-    (target as Record<string, unknown>)[key] = value;
+    base[section] = { ...(isPlainObject(base[section]) ? base[section] : {}), [key]: value };
   }
   return base;
 }
