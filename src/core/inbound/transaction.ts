@@ -145,7 +145,13 @@ export class InboundTransaction {
     if (!decision) return Replies.noRoute();
     if (decision.kind === 'refuse') return decision.reply;
 
-    if (this.#primary && this.#primary.key !== routeKey(decision)) return Replies.separateTransaction();
+    if (this.#primary && this.#primary.key !== routeKey(decision)) {
+      // The first accepted recipient fixes the transaction's destination. Until then, a MAIL-level
+      // route (opened at MAIL FROM) gives way to the recipient's own route.
+      if (this.#accepted.length > 0) return Replies.separateTransaction();
+      this.#primary.tx?.abort();
+      this.#primary = undefined;
+    }
     if (!this.#primary) {
       const opened = await this.#openPrimary(decision);
       if (!this.#primary) return opened;
