@@ -108,7 +108,7 @@ describe('cli', () => {
 
     const retried = await cli(['queue', 'retry', '--config', configFile]);
     assert.match(retried.stdout, /1 copy due now/);
-    assert.equal(JSON.parse((await cli(['queue', 'list', '--json', '--config', configFile])).stdout).pending[0].nextAttempt, 'now');
+    assert.match(JSON.parse((await cli(['queue', 'list', '--json', '--config', configFile])).stdout).pending[0].nextAttempt, /^now/);
 
     const backup = await sink(t, { port: backupPort });
     const flushed = await cli(['queue', 'flush', '--config', configFile]);

@@ -5,8 +5,10 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { silentLogger } from '../src/core/logger.ts';
+import { FsSpool } from '../src/core/spool/fs-spool.ts';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
-import { eventually, rawServer, router, sink } from './helpers/fixtures.ts';
+import { eventually, rawServer, router, sink, tempDir } from './helpers/fixtures.ts';
 
 const FROM = 'sender@example.com';
 
@@ -145,5 +147,56 @@ describe('durable copies', () => {
     deferB = false;
     const [, second] = await backup.waitFor(2);
     assert.deepEqual(second!.to, ['b@example.net']);
+  });
+});
+
+describe('copy worker robustness', () => {
+  test('a message deleted under the running router is dropped quietly, not a crash', async (t) => {
+    const primary = await sink(t);
+    const down = await rawServer(t, 'busy');
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [down.label] }, queue: { retry_initial_seconds: 0.05, retry_max_seconds: 0.1 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['a@example.com'], body: sampleMessage() });
+    const [job] = r.router.spool.pending();
+    // What `gosmtp-dup queue delete` does, from another process's view of the spool.
+    const cli = new FsSpool(r.queueDir, silentLogger());
+    await cli.open();
+    assert.equal(await cli.remove(job!.record.id), true);
+    await eventually(() => r.router.spool.pending().length === 0, 5000, 'job forgotten');
+    // Still alive and delivering.
+    assert.equal((await sendMail(r.port, { from: FROM, to: ['b@example.com'], body: sampleMessage() })).data?.code, 250);
+  });
+
+  test('refused attempts do not leak file descriptors', async (t) => {
+    const primary = await sink(t);
+    let refusals = 0;
+    const refusing = await sink(t, { name: 'refusing', behaviour: { data: () => (++refusals, { code: 451, enhanced: '4.3.0', text: 'later' }) } });
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [refusing.label] }, queue: { retry_initial_seconds: 0.01, retry_max_seconds: 0.02 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['a@example.com'], body: sampleMessage() });
+    await eventually(() => refusals >= 3, 5000, 'first refusals');
+    const before = (await readdir('/proc/self/fd')).length;
+    const from = refusals;
+    await eventually(() => refusals >= from + 30, 20_000, '30 more refusals');
+    const after = (await readdir('/proc/self/fd')).length;
+    assert.ok(after - before < 10, `file descriptors grew from ${before} to ${after} over 30 refused attempts`);
+  });
+
+  test('two processes taking the spool lock at once: exactly one wins', async (t) => {
+    const dir = await tempDir(t);
+    const child = await import('node:child_process');
+    const script = `import('${new URL('../src/core/spool/lock.ts', import.meta.url).pathname}').then(m => m.acquireSpoolLock(process.argv[1])).then(() => { console.log('got'); setTimeout(() => {}, 1500); }, (e) => console.log('refused: ' + e.message))`;
+    const runs = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<string>((resolve) => {
+            const dir2 = `${dir}/shared`;
+            child.execFile(process.execPath, ['--import', 'tsx', '-e', `require('fs').mkdirSync('${dir2}', { recursive: true }); ${script}`, dir2], (_e, out) => resolve(out.trim()));
+          }),
+      ),
+    );
+    assert.deepEqual(runs.map((o) => (o.startsWith('got') ? 'got' : 'refused')).sort(), ['got', 'refused'], runs.join(' | '));
   });
 });

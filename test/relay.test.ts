@@ -180,3 +180,68 @@ describe('fidelity', () => {
     assert.deepEqual(primary.messages[0]!.to, ['a@example.net', 'b@example.net']);
   });
 });
+
+describe('regressions found in review', () => {
+  test('a 2xx answer to DATA (no 354) is a 451, never a 250 without a message', async (t) => {
+    const broken = await rawServer(t, { dataReply: '250 2.0.0 sure' });
+    const r = await router(t, { config: { relay: { destination_primary: broken.label } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.equal(result.data?.code, 451);
+  });
+
+  test('SMTPUTF8 addresses reach the upstream byte for byte', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    assert.equal((await client.command('MAIL FROM:<jöran@exämple.se> SMTPUTF8')).code, 250);
+    assert.equal((await client.command('RCPT TO:<日本@例え.jp>')).code, 250);
+    assert.equal((await client.data('Subject: utf8\r\n\r\nhi\r\n')).code, 250);
+    assert.equal(primary.messages[0]!.from, 'jöran@exämple.se');
+    assert.deepEqual(primary.messages[0]!.to, ['日本@例え.jp']);
+  });
+
+  test('a client that leaves while the upstream answers MAIL does not leave the upstream transaction open', async (t) => {
+    const slow = await rawServer(t, { replyDelayMs: 300 });
+    const r = await router(t, { config: { relay: { destination_primary: slow.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    client.write('EHLO c\r\nMAIL FROM:<a@example.com>\r\n');
+    await client.next(); // EHLO
+    await new Promise<void>((resolve) => {
+      const check = () => (slow.commands.some((c) => c.startsWith('MAIL')) ? resolve() : setTimeout(check, 10));
+      check();
+    });
+    client.destroy();
+    // The router resets (RSET) the upstream transaction once MAIL is answered, or closes it.
+    await new Promise<void>((resolve, reject) => {
+      const deadline = Date.now() + 5000;
+      const check = () => (slow.commands.some((c) => /^(RSET|QUIT)/.test(c)) ? resolve() : Date.now() > deadline ? reject(new Error(`commands: ${slow.commands}`)) : setTimeout(check, 20));
+      check();
+    });
+  });
+
+  for (const [name, policy, body] of [
+    ['drops mid-body', 'normalize', 'Subject: x\r\n\r\n' + 'y'.repeat(10_000)],
+    ['sends a bare LF under the reject policy', 'reject', 'Subject: x\n\nbare\n'],
+  ] as const) {
+    test(`a client that ${name} while DATA is still on its way upstream does not crash the router`, async (t) => {
+      const slow = await rawServer(t, { replyDelayMs: 200 });
+      const r = await router(t, { config: { smtp: { bare_line_endings: policy }, relay: { destination_primary: slow.label } } });
+      const client = await SmtpTestClient.connect(r.port);
+      await client.command('EHLO c');
+      await client.command('MAIL FROM:<a@example.com>');
+      await client.command('RCPT TO:<b@example.net>');
+      assert.equal((await client.command('DATA')).code, 354); // the router answers at once
+      client.write(body);
+      if (policy === 'normalize') client.destroy();
+      else client.write('\r\n.\r\n');
+      if (policy === 'reject') assert.equal((await client.next()).code, 550);
+      // The router still works.
+      const next = await SmtpTestClient.connect(r.port);
+      t.after(() => next.destroy());
+      assert.equal((await next.command('NOOP')).code, 250);
+      client.destroy();
+    });
+  }
+});

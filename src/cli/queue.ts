@@ -61,7 +61,8 @@ function row(job: CopyJob) {
 }
 
 async function list(spool: FsSpool, json: boolean): Promise<number> {
-  const rows = spool.pending().map(row);
+  const retrying = await spool.retryRequested();
+  const rows = spool.pending().map((job) => ({ ...row(job), ...(retrying && { nextAttempt: 'now (retry requested)' }) }));
   const dead = await spool.deadLetters();
   if (json) {
     process.stdout.write(`${JSON.stringify({ pending: rows, dead }, null, 2)}\n`);

@@ -15,7 +15,11 @@ export type RawServerMode =
   /** Behaves until the named command, then closes the connection without a reply. */
   | { dropAt: 'MAIL' | 'RCPT' | 'DATA' | 'BODY' }
   /** Behaves until the message body, then never answers the final dot. */
-  | 'hangAfterBody';
+  | 'hangAfterBody'
+  /** Answers DATA with this line instead of 354 (e.g. a broken server's `250 ok`). */
+  | { dataReply: string }
+  /** Lenient, but every reply waits this long (a slow server). */
+  | { replyDelayMs: number };
 
 export interface RawServer {
   readonly port: number;
@@ -24,6 +28,8 @@ export interface RawServer {
   readonly messages: Array<{ from: string; to: string[]; body: string }>;
   /** Connections accepted so far. */
   connections(): number;
+  /** Every command line received, in order, across connections. */
+  readonly commands: string[];
   close(): Promise<void>;
 }
 
@@ -32,6 +38,7 @@ const LENIENT_END = /(?:^|\r\n|\n|\r)\.(?:\r\n|\n|\r)/;
 
 export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
   const messages: RawServer['messages'] = [];
+  const commands: string[] = [];
   const sockets = new Set<net.Socket>();
   let connections = 0;
   const server = net.createServer((socket) => {
@@ -41,12 +48,14 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     socket.on('error', () => undefined);
     if (mode === 'silent') return;
     if (mode === 'busy') return void socket.end('421 4.3.2 raw too busy, try later\r\n');
-    const dropAt = typeof mode === 'object' ? mode.dropAt : undefined;
+    const dropAt = typeof mode === 'object' && 'dropAt' in mode ? mode.dropAt : undefined;
+    const dataReply = typeof mode === 'object' && 'dataReply' in mode ? mode.dataReply : '354 go ahead';
+    const delayMs = typeof mode === 'object' && 'replyDelayMs' in mode ? mode.replyDelayMs : 0;
     let buffer = '';
     let inData = false;
     let envelope = { from: '', to: [] as string[] };
     socket.write('220 raw ESMTP\r\n');
-    const reply = (line: string) => socket.write(`${line}\r\n`);
+    const reply = (line: string) => (delayMs ? setTimeout(() => socket.writable && socket.write(`${line}\r\n`), delayMs) : socket.write(`${line}\r\n`));
     socket.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('latin1');
       for (;;) {
@@ -70,6 +79,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
         const line = buffer.slice(0, newline).replace(/\r$/, '');
         buffer = buffer.slice(newline + 1);
         const verb = line.slice(0, 4).toUpperCase();
+        commands.push(line);
         if (dropAt && verb === dropAt.slice(0, 4)) return void socket.destroy();
         if (verb === 'EHLO') reply('250-raw\r\n250 PIPELINING');
         else if (verb === 'HELO') reply('250 raw');
@@ -80,8 +90,8 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
           envelope.to.push(line.slice(line.indexOf(':') + 1).trim());
           reply('250 2.1.5 Ok');
         } else if (verb === 'DATA') {
-          inData = true;
-          reply('354 go ahead');
+          inData = dataReply.startsWith('354');
+          reply(dataReply);
         } else if (verb === 'RSET') {
           envelope = { from: '', to: [] };
           reply('250 2.0.0 Ok');
@@ -101,6 +111,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     label: `127.0.0.1:${port}`,
     messages,
     connections: () => connections,
+    commands,
     close: () =>
       new Promise((resolve) => {
         for (const socket of sockets) socket.destroy();

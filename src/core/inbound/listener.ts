@@ -12,7 +12,7 @@ import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, isSuccess, Replies, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
 import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
-import { InboundTransaction, type TransactionDeps } from './transaction.ts';
+import { drain, InboundTransaction, type TransactionDeps } from './transaction.ts';
 
 export interface ListenerOptions {
   listen: Destination;
@@ -37,6 +37,8 @@ export class InboundListener {
   readonly #options: ListenerOptions;
   /** The open transaction of each session, by session id. */
   readonly #transactions = new Map<string, InboundTransaction>();
+  /** Sessions whose client is gone; a transaction that finishes opening after that is aborted. */
+  readonly #closed = new WeakSet<SMTPServerSession>();
   #draining = false;
   #drained: (() => void) | undefined;
 
@@ -61,6 +63,7 @@ export class InboundListener {
       onRcptTo: (address, session, callback) => void this.#rcpt(address, session, callback),
       onData: (stream, session, callback) => void this.#data(stream, session, callback),
       onClose: (session) => {
+        this.#closed.add(session);
         this.#reset(session.id);
         if (this.#draining) this.#checkDrained();
       },
@@ -105,7 +108,7 @@ export class InboundListener {
     if (this.#draining) return answer(callback, Replies.shuttingDown());
     const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
     const reply = await tx.mail();
-    if (isSuccess(reply)) this.#transactions.set(session.id, tx);
+    if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);
     else tx.abort();
     answer(callback, reply);
   }
@@ -113,14 +116,16 @@ export class InboundListener {
   async #rcpt(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
     const tx = this.#transactions.get(session.id);
     if (!tx) return answer(callback, Replies.localError());
-    answer(callback, await tx.rcpt(envelopeAddress(address)));
+    const reply = await tx.rcpt(envelopeAddress(address));
+    // The client left while the upstream answered: release what the recipient may have opened.
+    if (this.#closed.has(session)) tx.abort();
+    answer(callback, reply);
   }
 
   async #data(stream: Readable, session: SMTPServerSession, callback: Callback): Promise<void> {
     const tx = this.#transactions.get(session.id);
     if (!tx) {
-      stream.resume();
-      await new Promise((resolve) => stream.once('end', resolve));
+      await drain(stream);
       return answer(callback, Replies.localError());
     }
     const reply = await tx.data(stream);

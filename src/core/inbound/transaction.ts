@@ -191,6 +191,9 @@ export class InboundTransaction {
 
     const canonical = new CanonicalBody({ policy: this.#deps.bareLineEndings, maxBytes: this.#deps.maxMessageBytes });
     const toUpstream = new PassThrough();
+    // The body may fail while DATA is still on its way upstream, before anyone reads toUpstream;
+    // the upstream connection sees the failure through `errored` then, so it must not throw here.
+    toUpstream.on('error', () => undefined);
     input.once('error', (err) => canonical.destroy(err));
     canonical.once('error', (err) => toUpstream.destroy(err));
     if (writer) writer.body.once('error', (err) => toUpstream.destroy(err));
@@ -284,7 +287,7 @@ export class InboundTransaction {
 }
 
 /** Reads a stream to its end, discarding: smtp-server waits for the whole message. */
-function drain(stream: Readable): Promise<void> {
+export function drain(stream: Readable): Promise<void> {
   return new Promise((resolve) => {
     if (stream.readableEnded || stream.destroyed) return resolve();
     stream.once('end', resolve);

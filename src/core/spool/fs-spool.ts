@@ -58,6 +58,7 @@ export class FsSpool implements Spool {
     }
     await this.#load(Boolean(options.owner));
     if (options.owner) {
+      await this.#checkRetryFile();
       this.#watcher = setInterval(() => void this.#checkRetryFile(), 1000);
       this.#watcher.unref();
     }
@@ -110,9 +111,16 @@ export class FsSpool implements Spool {
 
   /** Called by the writer once its files are renamed into `queue/`. */
   async _committed(id: string, tmpBody: string, tmpRecord: string, record: SpoolRecord): Promise<void> {
-    await rename(tmpBody, join(this.#queue, `${id}.eml`));
-    await rename(tmpRecord, join(this.#queue, `${id}.json`));
-    await fsyncDir(this.#queue);
+    try {
+      await rename(tmpBody, join(this.#queue, `${id}.eml`));
+      await rename(tmpRecord, join(this.#queue, `${id}.json`));
+      await fsyncDir(this.#queue);
+    } catch (err) {
+      // The client will hear 451 and send the message again: this copy must not survive too.
+      await this.#removeFiles(id, record.copies.length).catch(() => undefined);
+      await fsyncDir(this.#queue).catch(() => undefined);
+      throw err;
+    }
     record.copies.forEach((_copy, index) => this.#jobs.set(`${id}.${index}`, { record, index, state: FRESH }));
     this.#emitDue();
   }
@@ -123,6 +131,13 @@ export class FsSpool implements Spool {
 
   openBody(id: string): Readable {
     return createReadStream(join(this.#queue, `${id}.eml`));
+  }
+
+  async stillQueued(job: CopyJob): Promise<boolean> {
+    if (await exists(join(this.#queue, `${job.record.id}.json`))) return true;
+    for (const key of [...this.#jobs.keys()]) if (this.#jobs.get(key)!.record.id === job.record.id) this.#jobs.delete(key);
+    this.#log.info({ id: job.record.id }, 'message removed from the queue; its copies are dropped');
+    return false;
   }
 
   async settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
@@ -187,28 +202,39 @@ export class FsSpool implements Spool {
   }
 
   async retryNow(id?: string): Promise<number> {
-    let count = 0;
-    for (const [key, job] of this.#jobs) {
-      if (id !== undefined && job.record.id !== id) continue;
-      const state: CopyState = { ...job.state, nextAttemptAt: 0 };
-      await writeFileDurable(join(this.#queue, `${key}.state.json`), JSON.stringify(state), false);
-      this.#jobs.set(key, { ...job, state });
-      count++;
-    }
-    // A router running on this spool picks the change up within a second.
-    await writeFileDurable(join(this.#dir, RETRY_FILE), id ?? '*', false);
+    const count = this.#markDue(id);
+    // Only a request file: the router owns the state files, and rewriting them from this
+    // process's snapshot could undo what it recorded meanwhile.
+    await writeFileDurable(join(this.#dir, RETRY_FILE), `${id ?? '*'}\n`, false);
     this.#emitDue();
     return count;
   }
 
+  /** Whether `gosmtp-dup queue retry` asked for a retry the router has not picked up yet. */
+  async retryRequested(): Promise<boolean> {
+    return exists(join(this.#dir, RETRY_FILE));
+  }
+
+  #markDue(id: string | undefined): number {
+    let count = 0;
+    for (const [key, job] of this.#jobs) {
+      if (id !== undefined && job.record.id !== id) continue;
+      this.#jobs.set(key, { ...job, state: { ...job.state, nextAttemptAt: 0 } });
+      count++;
+    }
+    return count;
+  }
+
   async #checkRetryFile(): Promise<void> {
+    let request: string;
     try {
-      await stat(join(this.#dir, RETRY_FILE));
+      request = await readFile(join(this.#dir, RETRY_FILE), 'utf8');
     } catch {
       return;
     }
     await unlinkQuiet(join(this.#dir, RETRY_FILE));
-    for (const [key, job] of this.#jobs) this.#jobs.set(key, { ...job, state: { ...job.state, nextAttemptAt: 0 } });
+    const id = request.trim();
+    this.#markDue(id === '*' || id === '' ? undefined : id);
     this.#emitDue();
   }
 

@@ -30,9 +30,21 @@ export async function spoolOwner(dir: string): Promise<number | undefined> {
 
 export async function acquireSpoolLock(dir: string): Promise<SpoolLock> {
   const path = join(dir, LOCK_FILE);
-  const owner = await spoolOwner(dir);
-  if (owner !== undefined) throw new Error(`queue.dir ${dir} is in use by another gosmtp-dup (pid ${owner})`);
-  await writeFile(path, `${process.pid}\n`, { mode: 0o600 });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      // Exclusive create: of two processes starting at once, exactly one gets the lock.
+      await writeFile(path, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) {
+        const owner = await spoolOwner(dir);
+        throw new Error(`queue.dir ${dir} is in use by another gosmtp-dup${owner ? ` (pid ${owner})` : ''}`);
+      }
+      const owner = await spoolOwner(dir);
+      if (owner !== undefined) throw new Error(`queue.dir ${dir} is in use by another gosmtp-dup (pid ${owner})`);
+      await unlink(path).catch(() => undefined); // left by a process that is gone
+    }
+  }
   return {
     release: async () => {
       try {

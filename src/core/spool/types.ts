@@ -84,9 +84,14 @@ export interface Spool {
   pending(): readonly CopyJob[];
   /** The stored body of a message. */
   openBody(id: string): Readable;
+  /** Whether the job's message is still on disk; forgets it if not (deleted by an administrator). */
+  stillQueued(job: CopyJob): Promise<boolean>;
   /** Records the result of an attempt durably; a finished message's files are removed. */
   settle(job: CopyJob, outcome: CopyOutcome): Promise<void>;
-  /** Makes every pending copy (or the copies of one message) due now. Returns how many. */
+  /**
+   * Makes every pending copy (or the copies of one message) due now, here and in a router running
+   * on the same spool (which picks the request up within a second). Returns how many.
+   */
   retryNow(id?: string): Promise<number>;
   /** Drops a message and all its pending copies. Returns whether it existed. */
   remove(id: string): Promise<boolean>;

@@ -78,6 +78,8 @@ export class CopyWorker {
     const { record } = job;
     const copy = record.copies[job.index]!;
     const attempt = job.state.attempts + 1;
+    // `gosmtp-dup queue delete` removes a message under the running router: forget it quietly.
+    if (!(await this.#spool.stillQueued(job))) return;
     let outcome: CopyOutcome;
     try {
       outcome = await this.#deliver(job);
@@ -136,7 +138,8 @@ export class CopyWorker {
     }
     let final;
     try {
-      final = await tx.data(this.#spool.openBody(record.id));
+      // Opened on 354 only, and always closed: a refused DATA must not leak a file descriptor.
+      final = await tx.data(() => this.#spool.openBody(record.id));
     } catch (err) {
       return this.#outcome(job, refused, refusedWhy.join('; '), [...accepted, ...deferred], (err as Error).message);
     }

@@ -97,13 +97,24 @@ export class UpstreamConnection {
 
   /**
    * Sends DATA and, on 354, the body: dot-stuffed and terminated here. Resolves with the reply to
-   * DATA if it was not 354, else with the final reply, waited for up to `finalTimeoutMs`.
-   * If `body` fails (the client went away, a policy error) the connection is destroyed before the
-   * terminating dot, so the upstream never accepts a partial message.
+   * DATA if it refused (4xx/5xx), else with the final reply, waited for up to `finalTimeoutMs`.
+   * `body` may be a factory, called only once the upstream said 354 (a spooled file is then
+   * opened only when it is needed). If the body fails (the client went away, a policy error) the
+   * connection is destroyed before the terminating dot, so the upstream never accepts a partial
+   * message; the body stream is always destroyed if it was not read to its end.
    */
-  async data(body: Readable, timeoutMs: number, finalTimeoutMs: number): Promise<UpstreamReply> {
+  async data(source: Readable | (() => Readable), timeoutMs: number, finalTimeoutMs: number): Promise<UpstreamReply> {
     const go = await this.command('DATA', 'DATA', timeoutMs);
-    if (go.code !== 354) return go;
+    if (go.code !== 354) {
+      // A 2xx to DATA would be taken for a success although no message was sent.
+      if (go.code < 400) {
+        const failure = new GsdError(ErrorCodes.UPSTREAM_PROTOCOL, `${this.destination.label} answered DATA with ${go.code}`, { step: 'DATA' });
+        this.destroy(failure);
+        throw failure;
+      }
+      return go;
+    }
+    const body = typeof source === 'function' ? source() : source;
     // The final reply cannot come before the terminator is written, so its clock starts then.
     const final = this.#expect('final', finalTimeoutMs, false);
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
@@ -120,6 +131,8 @@ export class UpstreamConnection {
         body.unpipe(wire);
         reject(err);
       }
+      // A body that failed before we got here (while DATA was on its way) fails now, not never.
+      if (body.errored || body.destroyed) return fail(body.errored ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'message body ended early', { step: 'body' }));
       body.once('error', fail);
       wire.once('error', fail);
       this.#socket.once('close', onClose);
@@ -129,6 +142,7 @@ export class UpstreamConnection {
       });
       body.pipe(wire).pipe(this.#socket, { end: false });
     }).catch((err: Error) => {
+      body.destroy();
       const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err, step: 'body' });
       this.destroy(failure); // before the terminator: the upstream discards the partial message
       throw failure;
@@ -152,7 +166,8 @@ export class UpstreamConnection {
   #write(data: string): void {
     if (this.#failure) return; // the pending promise is rejected already
     this.lastUsed = Date.now();
-    this.#socket.write(data, 'latin1');
+    // Commands are UTF-8: ASCII, or SMTPUTF8 addresses exactly as the client sent them.
+    this.#socket.write(data, 'utf8');
   }
 
   #expect(step: string, timeoutMs: number, armNow = true): Promise<UpstreamReply> {

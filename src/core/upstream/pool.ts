@@ -12,7 +12,7 @@ export interface PoolOptions extends ConnectOptions {
   idleMs: number;
   /** At most this many idle connections per destination. */
   maxIdlePerDestination: number;
-  /** Where connection successes and failures are recorded. */
+  /** Destination health, recorded by the transactions that use the pool. */
   health: HealthRegistry;
 }
 
@@ -41,14 +41,7 @@ export class UpstreamPool {
         if (conn.usable) return { conn, reused: true };
       }
     }
-    try {
-      const conn = await UpstreamConnection.open(destination, this.#options);
-      this.#options.health.success(destination);
-      return { conn, reused: false };
-    } catch (err) {
-      this.#options.health.failure(destination, (err as Error).message);
-      throw err;
-    }
+    return { conn: await UpstreamConnection.open(destination, this.#options), reused: false };
   }
 
   /** Takes a connection back after its transaction; a dirty one is RSET first, a broken one closed. */
@@ -66,6 +59,7 @@ export class UpstreamPool {
   }
 
   #park(conn: UpstreamConnection): void {
+    if (this.#closed) return conn.quit(); // an RSET that finished after close()
     const idle = this.#idle.get(conn.destination.label) ?? [];
     if (idle.length >= this.#options.maxIdlePerDestination) return conn.quit();
     conn.lastUsed = Date.now();

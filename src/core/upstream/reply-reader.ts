@@ -2,6 +2,7 @@
  * Reads SMTP replies from a byte stream: `250-first`, `250-more`, `250 last`.
  * Pure and synchronous so that it can be fed from any socket and tested without one.
  */
+import { StringDecoder } from 'node:string_decoder';
 import { splitEnhanced, type SmtpReply } from '../replies.ts';
 
 export interface UpstreamReply extends SmtpReply {
@@ -14,15 +15,16 @@ const MAX_REPLY_BYTES = 64 * 1024;
 
 export class ReplyReader {
   #buffer = '';
+  readonly #decoder = new StringDecoder('utf8');
   #lines: string[] = [];
   #code = 0;
 
   /**
    * Feeds bytes, returns the replies completed by them. Throws on input that is not SMTP.
-   * Replies are decoded as latin1 so that no byte is lost or replaced.
+   * Replies are UTF-8 (RFC 6531), decoded across chunk boundaries.
    */
   push(chunk: Buffer): UpstreamReply[] {
-    this.#buffer += chunk.toString('latin1');
+    this.#buffer += this.#decoder.write(chunk);
     const replies: UpstreamReply[] = [];
     let newline: number;
     while ((newline = this.#buffer.indexOf('\n')) !== -1) {

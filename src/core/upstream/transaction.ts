@@ -68,11 +68,15 @@ export class UpstreamTransaction {
           ({ conn, reused } = await pool.acquire(destination, true));
           reply = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs);
         }
+        // Any reply to MAIL is a server that works (this also ends a half-open probe).
+        pool.health.success(destination);
         if (reply.code >= 200 && reply.code < 300) return { tx: new UpstreamTransaction(pool, conn, timeouts), reply, destination };
         pool.release(conn); // no transaction open: nothing to reset
         return { tx: undefined, reply, destination };
       } catch (err) {
         lastError = err;
+        // Every failed attempt is recorded, so a claimed probe is always released.
+        pool.health.failure(destination, (err as Error).message);
         if (!(err instanceof GsdError && FAILOVER_CODES.has(err.code))) throw err;
         onFailover?.(destination, err);
       }
@@ -97,8 +101,8 @@ export class UpstreamTransaction {
     throw err;
   }
 
-  /** Sends the body; the connection goes back to the pool after a final reply, or is closed. */
-  async data(body: Readable): Promise<UpstreamReply> {
+  /** Sends the body (or opens it, on 354); the connection goes back to the pool after a final reply, or is closed. */
+  async data(body: Readable | (() => Readable)): Promise<UpstreamReply> {
     const conn = this.#connection();
     this.#conn = undefined;
     try {
