@@ -136,6 +136,7 @@ export function sampleMessage(subject = 'test', extraBody = ''): string {
     'From: Sender <sender@example.com>',
     'To: Rcpt <rcpt@example.net>',
     `Subject: ${subject}`,
+    'Date: Mon, 23 Nov 2026 12:00:00 +0000',
     'Message-ID: <' + Math.random().toString(36).slice(2) + '@example.com>',
     'MIME-Version: 1.0',
     'Content-Type: text/plain; charset=utf-8',
