@@ -65,8 +65,8 @@ export const configSchema = z.strictObject({
     destination_primary: destinationText.optional(),
     destination_backups: list(destinationText).default([]),
     timeout_seconds: positive().default(10),
-    /** Wait for the final reply after the body (RFC 5321 §4.5.3.2 suggests 10 minutes). */
-    data_timeout_seconds: positive().default(600),
+    /** Wait for the final reply after the body: RFC 5321 §4.5.3.2 suggests 10 minutes; 9 stays below Postfix's smtp_data_done_timeout. */
+    data_timeout_seconds: positive().default(540),
   }).prefault({} as never),
   queue: z
     .strictObject({
