@@ -13,6 +13,8 @@ import type { Config } from './config/schema.ts';
 import { deliveryStack } from './delivery-stack.ts';
 import { parseDestination, type Destination } from './destination.ts';
 import { InboundListener } from './inbound/listener.ts';
+import { startOpsListener, type OpsListener } from './observability/http.ts';
+import { Metrics } from './observability/metrics.ts';
 import { createLogger } from './logger.ts';
 import { FsSpool } from './spool/fs-spool.ts';
 import { acquireSpoolLock } from './spool/lock.ts';
@@ -21,6 +23,8 @@ import { CopyWorker } from './spool/worker.ts';
 export interface Router {
   /** Where the router listens (the real port when the config said 0). */
   readonly address: AddressInfo;
+  /** Where /metrics, /healthz and /readyz are served, when `metrics.listen` is set. */
+  readonly opsAddress?: AddressInfo;
   readonly spool: FsSpool;
   /** Stops accepting, finishes in-flight transactions, stops the worker. Idempotent. */
   close(): Promise<void>;
@@ -79,6 +83,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
   const undo = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
+  let closing: Promise<void> | undefined;
   try {
     const spool = new FsSpool(config.queue.dir, log.child({ component: 'spool' }));
     await spool.open({ owner: true });
@@ -87,7 +92,8 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const driver = await createDriver(config, stack, log, options);
     cleanups.push(() => driver.close());
 
-    const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }));
+    const metrics = new Metrics();
+    const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }), metrics);
     cleanups.push(() => worker.stop());
 
     const listener = new InboundListener(
@@ -99,6 +105,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         maxMessageBytes: config.smtp.max_message_bytes,
         bareLineEndings: config.smtp.bare_line_endings,
         log: log.child({ component: 'smtp' }),
+        metrics,
       },
       {
         listen: destinationOf(config.smtp.listen, { listen: true }),
@@ -110,6 +117,20 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const address = await listener.listen();
     cleanups.push(() => listener.drain());
     worker.start();
+    metrics.attach({
+      pendingCopies: () => spool.pending().map((job) => ({ destination: job.record.copies[job.index]!.destination, createdAt: job.record.createdAt })),
+      deadLetters: async () => (await spool.deadLetters()).length,
+      circuits: () => stack.health.snapshot(),
+      openConnections: () => listener.connectionCount(),
+    });
+    let ops: OpsListener | undefined;
+    if (config.metrics.listen) {
+      ops = await startOpsListener(destinationOf(config.metrics.listen, { listen: true }), metrics, {
+        checks: async () => ({ listening: !closing, spoolWritable: await spool.writable(), configLoaded: true }),
+      });
+      // Closed last, so /readyz says "not ready" while the SMTP side drains.
+      cleanups.splice(1, 0, () => ops?.close());
+    }
     log.info(
       {
         listen: `${address.address}:${address.port}`,
@@ -121,9 +142,9 @@ export async function startRouter(options: StartOptions): Promise<Router> {
       'gosmtp-dup listening',
     );
 
-    let closing: Promise<void> | undefined;
     return {
       address,
+      opsAddress: ops?.address,
       spool,
       close: () => (closing ??= undo().then(() => log.info({ maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'gosmtp-dup stopped'))),
     };

@@ -86,6 +86,12 @@ export const configSchema = z.strictObject({
       cooldown_seconds: positive().default(30),
     })
     .prefault({}),
+  metrics: z
+    .strictObject({
+      /** `host:port` for /metrics, /healthz and /readyz; unset = no HTTP listener. */
+      listen: listenText.optional(),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'expected a pino log level' }).default('info'),

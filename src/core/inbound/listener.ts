@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
 import type { Destination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
-import { formatReply, isSuccess, Replies, SmtpReplyError, type SmtpReply } from '../replies.ts';
+import { formatReply, isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
 import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
 import { drain, InboundTransaction, type TransactionDeps } from './transaction.ts';
@@ -29,6 +29,8 @@ interface LiveConnection {
 }
 
 type Callback = (err?: Error | null, message?: string) => void;
+
+const OUTCOME = { success: 'delivered', tempfail: 'deferred', reject: 'failed' } as const;
 
 export class InboundListener {
   readonly #server: SMTPServer;
@@ -73,6 +75,11 @@ export class InboundListener {
     this.#server.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ err: err.message, code: err.code }, 'client connection error'));
   }
 
+  /** Open client connections, for metrics. */
+  connectionCount(): number {
+    return this.#live().length;
+  }
+
   listen(): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       const net = this.#server.server;
@@ -109,7 +116,10 @@ export class InboundListener {
     const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
     const reply = await tx.mail();
     if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);
-    else tx.abort();
+    else {
+      tx.abort();
+      if (!isSuccess(reply)) this.#deps.metrics?.transaction(reply, (Date.now() - tx.startedAt) / 1000);
+    }
     answer(callback, reply);
   }
 
@@ -130,7 +140,10 @@ export class InboundListener {
     }
     const reply = await tx.data(stream);
     this.#transactions.delete(session.id);
-    this.#log.info(tx.summary(reply), 'transaction');
+    const summary = tx.summary(reply);
+    this.#log.info(summary, 'transaction');
+    this.#deps.metrics?.transaction(reply, summary.latencyMs / 1000);
+    if (summary.primary) this.#deps.metrics?.delivery(summary.primary, 'sync', OUTCOME[replyClass(reply)], summary.latencyMs / 1000);
     answer(callback, reply);
     this.#closeIfDraining(session.id);
   }

@@ -260,6 +260,18 @@ export class FsSpool implements Spool {
     return letters.sort((a, b) => a.deadAt - b.deadAt);
   }
 
+  /** Whether a file can be created in the spool now (for readiness checks). */
+  async writable(): Promise<boolean> {
+    const probe = join(this.#tmp, `.probe-${process.pid}`);
+    try {
+      await writeFileDurable(probe, 'ok', false);
+      await unlinkQuiet(probe);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   onDue(listener: () => void): void {
     this.#listeners.push(listener);
   }

@@ -8,6 +8,7 @@ import { parseDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, replyClass } from '../replies.ts';
 import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type Spool } from './types.ts';
 
@@ -28,7 +29,10 @@ export class CopyWorker {
   #timer: NodeJS.Timeout | undefined;
   #stopped = true;
 
-  constructor(spool: Spool, pool: UpstreamPool, options: WorkerOptions, log: Logger) {
+  readonly #metrics: Metrics | undefined;
+
+  constructor(spool: Spool, pool: UpstreamPool, options: WorkerOptions, log: Logger, metrics?: Metrics) {
+    this.#metrics = metrics;
     this.#spool = spool;
     this.#pool = pool;
     this.#options = options;
@@ -81,6 +85,7 @@ export class CopyWorker {
     // `gosmtp-dup queue delete` removes a message under the running router: forget it quietly.
     if (!(await this.#spool.stillQueued(job))) return;
     let outcome: CopyOutcome;
+    const started = Date.now();
     try {
       outcome = await this.#deliver(job);
     } catch (err) {
@@ -99,6 +104,7 @@ export class CopyWorker {
     if (outcome.retry) this.#log.warn(log, 'copy deferred');
     else if (outcome.dead) this.#log.warn(log, 'copy failed');
     else this.#log.info(log, 'copy delivered');
+    this.#metrics?.delivery(copy.destination, 'copy', outcome.retry ? 'deferred' : outcome.dead ? 'failed' : 'delivered', (Date.now() - started) / 1000);
     try {
       await this.#spool.settle(job, outcome);
     } catch (err) {
