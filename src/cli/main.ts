@@ -11,6 +11,7 @@ const HELP = `gosmtp-dup: a programmable SMTP router
 Usage:
   gosmtp-dup start [--config FILE]            run the router
   gosmtp-dup check [--config FILE]            validate and print the resolved configuration
+  gosmtp-dup reload [--config FILE]           check, then make the running router reload (SIGHUP)
   gosmtp-dup queue list [--json] [--config FILE]
   gosmtp-dup queue retry [ID] [--config FILE] make pending copies (or one message's) due now
   gosmtp-dup queue delete ID [--config FILE]  drop a message's pending copies
@@ -61,6 +62,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./start.ts')).startCommand({ configFile: values.config });
     case 'check':
       return (await import('./check.ts')).checkCommand({ configFile: values.config });
+    case 'reload':
+      return (await import('./reload.ts')).reloadCommand({ configFile: values.config });
     case 'queue':
       return (await import('./queue.ts')).queueCommand(rest, { configFile: values.config, json: Boolean(values.json) });
     case 'route':

@@ -1,12 +1,12 @@
-import { configDir, loadConfig } from '../core/config/load.ts';
+import { ConfigError, configDir, loadConfig } from '../core/config/load.ts';
 import { createLogger } from '../core/logger.ts';
-import { startRouter } from '../core/router.ts';
+import { startRouter, type Router } from '../core/router.ts';
 
-/** Runs the router until SIGTERM or SIGINT, then drains and exits 0. */
+/** Runs the router until SIGTERM or SIGINT, then drains and exits 0. SIGHUP reloads the configuration. */
 export async function startCommand(options: { configFile?: string }): Promise<number> {
   const { config, source } = await loadConfig({ file: options.configFile });
   const log = createLogger(config.log.level);
-  let router;
+  let router: Router;
   try {
     router = await startRouter({ config, logger: log, baseDir: configDir(source), source });
   } catch (err) {
@@ -14,10 +14,26 @@ export async function startCommand(options: { configFile?: string }): Promise<nu
     if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new Error(`cannot listen on ${config.smtp.listen}: ${e.message}`);
     throw err;
   }
+  const onHangup = () => void reload(router, options.configFile, log);
+  process.on('SIGHUP', onHangup);
   await waitForSignal(log);
+  process.off('SIGHUP', onHangup);
   await router.close();
   log.flush?.();
   return 0;
+}
+
+/** Re-reads the configuration and applies it; an invalid one is logged and the running one stays. */
+async function reload(router: Router, configFile: string | undefined, log: ReturnType<typeof createLogger>): Promise<void> {
+  try {
+    const { config, source } = await loadConfig({ file: configFile });
+    const { needsRestart } = await router.reload(config, { baseDir: configDir(source), source });
+    log.info({ config: source, needsRestart }, 'configuration reloaded');
+    if (needsRestart.length > 0) log.warn({ keys: needsRestart }, 'these settings changed but apply only after a restart');
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+    log.error({ problems }, 'reload failed: keeping the running configuration');
+  }
 }
 
 /** Resolves on the first SIGTERM/SIGINT; a second one exits at once. */

@@ -19,11 +19,12 @@ export interface DeliveryStack {
   readonly worker: WorkerOptions;
 }
 
+export function timeoutsOf(config: Config): TransactionTimeouts {
+  return { timeoutMs: config.relay.timeout_seconds * 1000, finalTimeoutMs: config.relay.data_timeout_seconds * 1000 };
+}
+
 export function deliveryStack(config: Config, log: Logger): DeliveryStack {
-  const timeouts: TransactionTimeouts = {
-    timeoutMs: config.relay.timeout_seconds * 1000,
-    finalTimeoutMs: config.relay.data_timeout_seconds * 1000,
-  };
+  const timeouts = timeoutsOf(config);
   const health = new HealthRegistry(
     { threshold: config.health.failure_threshold, cooldownMs: config.health.cooldown_seconds * 1000 },
     log.child({ component: 'health' }),

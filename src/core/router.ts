@@ -6,11 +6,13 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { PluginDriver } from '../plugins/driver.ts';
+import type { TransactionDeps } from './inbound/transaction.ts';
 import { loadPlugins } from '../plugins/loader.ts';
 import type { RouterPlugin } from '../plugins/types.ts';
 import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
-import { deliveryStack } from './delivery-stack.ts';
+import { deliveryStack, timeoutsOf, type DeliveryStack } from './delivery-stack.ts';
+import { DestinationRegistry } from './destinations.ts';
 import { parseDestination, type Destination } from './destination.ts';
 import { InboundListener } from './inbound/listener.ts';
 import { startOpsListener, type OpsListener } from './observability/http.ts';
@@ -26,8 +28,22 @@ export interface Router {
   /** Where /metrics, /healthz and /readyz are served, when `metrics.listen` is set. */
   readonly opsAddress?: AddressInfo;
   readonly spool: FsSpool;
+  /**
+   * Applies a new configuration's routing (plugins, destinations, relay, timeouts, bare line
+   * endings) and log level to new transactions; open ones finish on the old. Throws (a
+   * ConfigError) without changing anything if the new plugins do not load. Settings that need a
+   * restart (listen addresses, queue.dir, ...) are reported in the returned list.
+   */
+  reload(config: Config, options?: { baseDir?: string; source?: string }): Promise<{ needsRestart: string[] }>;
   /** Stops accepting, finishes in-flight transactions, stops the worker. Idempotent. */
   close(): Promise<void>;
+}
+
+/** Keys a reload cannot apply to a running router. */
+const RESTART_KEYS = ['smtp.listen', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
+
+function valueAt(config: Config, key: string): unknown {
+  return key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], config);
 }
 
 export interface StartOptions {
@@ -89,24 +105,26 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     await spool.open({ owner: true });
     cleanups.push(() => spool.close());
 
-    const driver = await createDriver(config, stack, log, options);
+    let driver = await createDriver(config, stack, log, options);
     cleanups.push(() => driver.close());
 
     const metrics = new Metrics();
     const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }), metrics);
     cleanups.push(() => worker.stop());
 
+    const depsFor = (cfg: Config, drv: PluginDriver, timeouts: DeliveryStack['timeouts']): TransactionDeps => ({
+      driver: drv,
+      pool: stack.pool,
+      spool,
+      timeouts,
+      maxMessageBytes: cfg.smtp.max_message_bytes,
+      bareLineEndings: cfg.smtp.bare_line_endings,
+      log: log.child({ component: 'smtp' }),
+      metrics,
+    });
+    let current = config;
     const listener = new InboundListener(
-      {
-        driver,
-        pool: stack.pool,
-        spool,
-        timeouts: stack.timeouts,
-        maxMessageBytes: config.smtp.max_message_bytes,
-        bareLineEndings: config.smtp.bare_line_endings,
-        log: log.child({ component: 'smtp' }),
-        metrics,
-      },
+      depsFor(config, driver, stack.timeouts),
       {
         listen: destinationOf(config.smtp.listen, { listen: true }),
         domain: config.smtp.domain,
@@ -145,6 +163,19 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     return {
       address,
       opsAddress: ops?.address,
+      async reload(next, reloadOptions = {}) {
+        // Same health and pool (their state stays valid); new names, plugins and timeouts.
+        const timeouts = timeoutsOf(next);
+        const reloaded = await createDriver(next, { ...stack, destinations: new DestinationRegistry(next.destinations), timeouts }, log, reloadOptions);
+        const previous = driver;
+        driver = reloaded;
+        const needsRestart = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(current, key)) !== JSON.stringify(valueAt(next, key)));
+        current = { ...next };
+        log.level = next.log.level;
+        // Open transactions finish on the previous plugins, which are closed once they are done.
+        void listener.swap(depsFor(next, reloaded, timeouts)).then(() => previous.close());
+        return { needsRestart };
+      },
       spool,
       close: () => (closing ??= undo().then(() => log.info({ maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'gosmtp-dup stopped'))),
     };

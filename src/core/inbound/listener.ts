@@ -34,7 +34,9 @@ const OUTCOME = { success: 'delivered', tempfail: 'deferred', reject: 'failed' }
 
 export class InboundListener {
   readonly #server: SMTPServer;
-  readonly #deps: TransactionDeps;
+  /** What new transactions are built with; replaced on reload, while open ones keep theirs. */
+  #deps: TransactionDeps;
+  #waiters: Array<() => void> = [];
   readonly #log: Logger;
   readonly #options: ListenerOptions;
   /** The open transaction of each session, by session id. */
@@ -102,10 +104,31 @@ export class InboundListener {
     };
   }
 
+  /**
+   * Builds new transactions with `deps` from now on; resolves once every transaction that was
+   * open at the swap has ended (so what they use, e.g. the old plugin driver, can be closed).
+   */
+  swap(deps: TransactionDeps): Promise<void> {
+    this.#deps = deps;
+    const before = new Set(this.#transactions.values());
+    return new Promise((resolve) => {
+      const check = () => {
+        for (const tx of this.#transactions.values()) if (before.has(tx)) return this.#waiters.push(check);
+        resolve();
+      };
+      check();
+    });
+  }
+
+  #ended(sessionId: string): void {
+    this.#transactions.delete(sessionId);
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+
   #reset(sessionId: string): void {
     const tx = this.#transactions.get(sessionId);
     if (!tx) return;
-    this.#transactions.delete(sessionId);
+    this.#ended(sessionId);
     tx.abort();
     this.#closeIfDraining(sessionId);
   }
@@ -139,7 +162,7 @@ export class InboundListener {
       return answer(callback, Replies.localError());
     }
     const reply = await tx.data(stream);
-    this.#transactions.delete(session.id);
+    this.#ended(session.id);
     const summary = tx.summary(reply);
     this.#log.info(summary, 'transaction');
     this.#deps.metrics?.transaction(reply, summary.latencyMs / 1000);

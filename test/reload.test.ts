@@ -1,0 +1,78 @@
+/**
+ * Reload (SIGHUP and `gosmtp-dup reload`): new transactions use the new configuration, the one in
+ * flight finishes on the old, an invalid configuration changes nothing, no connection is dropped.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { stringify } from 'yaml';
+import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
+import { BIN, startChildRouter } from './helpers/child-router.ts';
+import { sink, tempDir } from './helpers/fixtures.ts';
+
+describe('reload', () => {
+  test('SIGHUP: new transactions route by the new config, the open one by the old; a bad config is refused', async (t) => {
+    const dir = await tempDir(t);
+    const a = await sink(t, { name: 'a' });
+    const b = await sink(t, { name: 'b' });
+    const base = { smtp: { listen: '127.0.0.1:0' }, queue: { dir: join(dir, 'spool') } };
+    const child = await startChildRouter(t, dir, { ...base, relay: { destination_primary: a.label } });
+    const file = String(child.lines.find((l) => l.msg === 'gosmtp-dup listening')!.config);
+
+    // A transaction opened before the reload, on a connection that must survive it.
+    const open = await SmtpTestClient.connect(child.port);
+    t.after(() => open.destroy());
+    await open.command('EHLO c');
+    await open.command('MAIL FROM:<before@example.com>');
+    await open.command('RCPT TO:<x@example.net>');
+
+    await writeFile(file, stringify({ ...base, destinations: { next: b.label }, plugins: [{ failover: { destinations: ['next'] } }] }));
+    child.proc.kill('SIGHUP');
+    await child.waitForLine((l) => l.msg === 'configuration reloaded');
+
+    assert.equal((await sendMail(child.port, { from: 'after@example.com', to: ['y@example.net'], body: sampleMessage('after') })).data?.code, 250);
+    assert.equal((await open.data(sampleMessage('before'))).code, 250);
+    // The old connection goes on, now with the new configuration.
+    await open.command('MAIL FROM:<later@example.com>');
+    await open.command('RCPT TO:<z@example.net>');
+    assert.equal((await open.data(sampleMessage('later'))).code, 250);
+    assert.deepEqual(a.messages.map((m) => m.from), ['before@example.com']);
+    assert.deepEqual(b.messages.map((m) => m.from), ['after@example.com', 'later@example.com']);
+
+    // An invalid configuration is logged and changes nothing.
+    await writeFile(file, stringify({ ...base, plugins: [{ failover: { destinations: ['nowhere'] } }] }));
+    child.proc.kill('SIGHUP');
+    const failed = await child.waitForLine((l) => l.msg === 'reload failed: keeping the running configuration');
+    assert.match(JSON.stringify(failed.problems), /unknown destination \\"nowhere\\"/);
+    assert.equal((await sendMail(child.port, { from: 'still@example.com', to: ['y@example.net'], body: sampleMessage() })).data?.code, 250);
+    assert.equal(b.messages.at(-1)!.from, 'still@example.com');
+  });
+
+  test('gosmtp-dup reload checks the config, then signals the running router', async (t) => {
+    const dir = await tempDir(t);
+    const a = await sink(t, { name: 'a' });
+    const b = await sink(t, { name: 'b' });
+    const base = { smtp: { listen: '127.0.0.1:0' }, queue: { dir: join(dir, 'spool') } };
+    const child = await startChildRouter(t, dir, { ...base, relay: { destination_primary: a.label } });
+    const file = String(child.lines.find((l) => l.msg === 'gosmtp-dup listening')!.config);
+    const cli = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [BIN, ...args], (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr })),
+      );
+
+    await writeFile(file, stringify({ ...base, relay: { destination_primary: 'not a destination' } }));
+    const bad = await cli(['reload', '--config', file]);
+    assert.equal(bad.code, 78);
+    assert.match(bad.stderr, /relay\.destination_primary/);
+
+    await writeFile(file, stringify({ ...base, relay: { destination_primary: b.label } }));
+    const good = await cli(['reload', '--config', file]);
+    assert.equal(good.code, 0, good.stderr);
+    assert.match(good.stdout, new RegExp(`asked gosmtp-dup \\(pid ${child.proc.pid}\\) to reload`));
+    await child.waitForLine((l) => l.msg === 'configuration reloaded');
+    await sendMail(child.port, { from: 'x@example.com', to: ['y@example.net'], body: sampleMessage() });
+    assert.equal(b.messages.length, 1);
+  });
+});
