@@ -1,6 +1,6 @@
 /**
  * Named destinations (`destinations:` in the config) and how a reference to one is resolved.
- * A reference is a configured name, or a literal `host:port` with an explicit port, so that a
+ * A reference is a configured name, a literal `maildir:/path`, or a literal `host:port` with an explicit port, so that a
  * misspelt name is an error instead of a connection to a host of that name on port 25.
  */
 import { parseDestination, type Destination } from './destination.ts';
@@ -28,9 +28,9 @@ export class DestinationRegistry {
     if (typeof ref !== 'string') return ref;
     const named = this.#named.get(ref);
     if (named) return named;
-    if (!/:\d+$/.test(ref.trim())) {
+    if (!/:\d+$/.test(ref.trim()) && !ref.trim().startsWith('maildir:')) {
       const known = this.names();
-      return `unknown destination "${ref}"${known.length ? ` (configured: ${known.join(', ')})` : ''}; use a name from destinations: or "host:port"`;
+      return `unknown destination "${ref}"${known.length ? ` (configured: ${known.join(', ')})` : ''}; use a name from destinations:, "host:port" or "maildir:/path"`;
     }
     const parsed = parseDestination(ref);
     return typeof parsed === 'string' ? `invalid destination "${ref}": ${parsed}` : parsed;

@@ -13,7 +13,7 @@ import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { deliveryStack, timeoutsOf, type DeliveryStack } from './delivery-stack.ts';
 import { DestinationRegistry } from './destinations.ts';
-import { parseDestination, type Destination } from './destination.ts';
+import { parseDestination, type SmtpDestination } from './destination.ts';
 import { InboundListener } from './inbound/listener.ts';
 import { startOpsListener, type OpsListener } from './observability/http.ts';
 import { Metrics } from './observability/metrics.ts';
@@ -57,10 +57,10 @@ export interface StartOptions {
   logger?: Logger;
 }
 
-/** A `host:port` the schema has already validated. */
-export function destinationOf(text: string, options: { listen?: boolean } = {}): Destination {
-  const parsed = parseDestination(text, options);
-  if (typeof parsed === 'string') throw new Error(`invalid destination "${text}": ${parsed}`);
+/** A listen address the schema has already validated. */
+export function listenAddress(text: string): SmtpDestination {
+  const parsed = parseDestination(text, { listen: true });
+  if (typeof parsed === 'string' || parsed.kind !== 'smtp') throw new Error(`invalid listen address "${text}"`);
   return parsed;
 }
 
@@ -126,7 +126,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const listener = new InboundListener(
       depsFor(config, driver, stack.timeouts),
       {
-        listen: destinationOf(config.smtp.listen, { listen: true }),
+        listen: listenAddress(config.smtp.listen),
         domain: config.smtp.domain,
         maxMessageBytes: config.smtp.max_message_bytes,
         shutdownTimeoutMs: config.smtp.shutdown_timeout_seconds * 1000,
@@ -143,7 +143,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     });
     let ops: OpsListener | undefined;
     if (config.metrics.listen) {
-      ops = await startOpsListener(destinationOf(config.metrics.listen, { listen: true }), metrics, {
+      ops = await startOpsListener(listenAddress(config.metrics.listen), metrics, {
         checks: async () => ({ listening: !closing, spoolWritable: await spool.writable(), configLoaded: true }),
       });
       // Closed last, so /readyz says "not ready" while the SMTP side drains.

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
-import type { Destination } from '../destination.ts';
+import type { SmtpDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
@@ -15,7 +15,7 @@ import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patche
 import { drain, InboundTransaction, type TransactionDeps } from './transaction.ts';
 
 export interface ListenerOptions {
-  listen: Destination;
+  listen: SmtpDestination;
   domain: string;
   maxMessageBytes: number;
   shutdownTimeoutMs: number;

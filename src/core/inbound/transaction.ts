@@ -21,7 +21,7 @@ import { isSuccess, passThrough, Replies, type SmtpReply } from '../replies.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Spool, SpoolRecord, SpoolWriter } from '../spool/types.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
-import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
+import { UpstreamTransaction, type DeliveryTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
 import { routeKey, type PluginDriver, type Route } from '../../plugins/driver.ts';
 import type { ConnectionInfo, MailContext } from '../../plugins/types.ts';
 
@@ -42,7 +42,7 @@ export interface TransactionDeps {
 interface Primary {
   readonly key: string;
   readonly decision: DeliverRoute;
-  tx?: UpstreamTransaction;
+  tx?: DeliveryTransaction;
   destination?: Destination;
   /** Why the upstream transaction is unusable; every later command gets this reply. */
   failure?: SmtpReply;

@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Destination } from '../destination.ts';
+import type { SmtpDestination } from '../destination.ts';
 import type { Metrics } from './metrics.ts';
 
 export interface Readiness {
@@ -18,7 +18,7 @@ export interface OpsListener {
   close(): Promise<void>;
 }
 
-export async function startOpsListener(listen: Destination, metrics: Metrics, readiness: Readiness): Promise<OpsListener> {
+export async function startOpsListener(listen: SmtpDestination, metrics: Metrics, readiness: Readiness): Promise<OpsListener> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {

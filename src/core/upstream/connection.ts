@@ -11,7 +11,7 @@
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { ErrorCodes, GsdError } from '../errors.ts';
-import type { Destination } from '../destination.ts';
+import type { SmtpDestination } from '../destination.ts';
 import { DotStuffed } from '../message-stream.ts';
 import { ReplyReader, type UpstreamReply } from './reply-reader.ts';
 
@@ -32,7 +32,7 @@ interface Pending {
 }
 
 export class UpstreamConnection {
-  readonly destination: Destination;
+  readonly destination: SmtpDestination;
   /** EHLO keywords, upper case, with their parameters (`SIZE` -> `10240000`). */
   readonly extensions = new Map<string, string>();
   #socket: net.Socket;
@@ -44,7 +44,7 @@ export class UpstreamConnection {
   /** When the connection was last used, for idle expiry in the pool. */
   lastUsed = Date.now();
 
-  private constructor(destination: Destination, socket: net.Socket) {
+  private constructor(destination: SmtpDestination, socket: net.Socket) {
     this.destination = destination;
     this.#socket = socket;
     socket.setNoDelay(true);
@@ -54,7 +54,7 @@ export class UpstreamConnection {
   }
 
   /** Connects, reads the greeting, and says EHLO (HELO if EHLO is refused). */
-  static async open(destination: Destination, options: ConnectOptions): Promise<UpstreamConnection> {
+  static async open(destination: SmtpDestination, options: ConnectOptions): Promise<UpstreamConnection> {
     const socket = await connectSocket(destination, options.timeoutMs);
     const conn = new UpstreamConnection(destination, socket);
     try {
@@ -225,7 +225,7 @@ export class UpstreamConnection {
   }
 }
 
-function connectSocket(destination: Destination, timeoutMs: number): Promise<net.Socket> {
+function connectSocket(destination: SmtpDestination, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: destination.host, port: destination.port });
     const timer = setTimeout(() => {

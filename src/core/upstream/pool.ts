@@ -3,7 +3,7 @@
  * clean end of transaction (a final reply to DATA) or after a successful RSET; anything else is
  * closed. Idle connections are closed after `idleMs`, well before a server's own idle timeout.
  */
-import type { Destination } from '../destination.ts';
+import type { SmtpDestination } from '../destination.ts';
 import type { HealthRegistry } from '../health.ts';
 import { UpstreamConnection, type ConnectOptions } from './connection.ts';
 
@@ -33,7 +33,7 @@ export class UpstreamPool {
   }
 
   /** An idle connection to `destination` if one is usable, else a new one. */
-  async acquire(destination: Destination, fresh = false): Promise<{ conn: UpstreamConnection; reused: boolean }> {
+  async acquire(destination: SmtpDestination, fresh = false): Promise<{ conn: UpstreamConnection; reused: boolean }> {
     if (!fresh) {
       const idle = this.#idle.get(destination.label);
       while (idle && idle.length > 0) {

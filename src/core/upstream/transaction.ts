@@ -4,7 +4,8 @@
  * then driven recipient by recipient and finished with the message stream.
  */
 import type { Readable } from 'node:stream';
-import type { Destination } from '../destination.ts';
+import type { Destination, SmtpDestination } from '../destination.ts';
+import { MaildirTransaction } from './maildir.ts';
 import { mailCommand, rcptCommand, type EnvelopeAddress } from '../envelope.ts';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import type { UpstreamConnection } from './connection.ts';
@@ -23,11 +24,23 @@ const FAILOVER_CODES = new Set<string>([ErrorCodes.UPSTREAM_UNAVAILABLE, ErrorCo
 /** Errors that count against a destination's health. */
 const UNHEALTHY_CODES = new Set<string>([...FAILOVER_CODES, ErrorCodes.UPSTREAM_LOST, ErrorCodes.UPSTREAM_PROTOCOL]);
 
-export class UpstreamTransaction {
+/** An open transaction with one destination: SMTP or a Maildir. */
+export interface DeliveryTransaction {
+  readonly destination: Destination;
+  rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply>;
+  /** Sends the body (or opens it, when the destination is ready for it) and returns the final reply. */
+  data(body: Readable | (() => Readable)): Promise<UpstreamReply>;
+  /** Abandons the transaction; the connection (if any) is reset before reuse. */
+  abort(): void;
+  /** Abandons the transaction and its connection. */
+  destroy(): void;
+}
+
+export class UpstreamTransaction implements DeliveryTransaction {
   #conn: UpstreamConnection | undefined;
   readonly #pool: UpstreamPool;
   readonly #timeouts: TransactionTimeouts;
-  readonly destination: Destination;
+  readonly destination: SmtpDestination;
 
   private constructor(pool: UpstreamPool, conn: UpstreamConnection, timeouts: TransactionTimeouts) {
     this.#pool = pool;
@@ -48,10 +61,11 @@ export class UpstreamTransaction {
     sender: EnvelopeAddress,
     timeouts: TransactionTimeouts,
     onFailover?: (destination: Destination, err: GsdError) => void,
-  ): Promise<{ tx: UpstreamTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
+  ): Promise<{ tx: DeliveryTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
     let lastError: unknown;
     const skipped: string[] = [];
     for (const destination of candidates) {
+      if (destination.kind === 'maildir') return { ...MaildirTransaction.begin(destination, sender), destination };
       // An open circuit is not tried: answering 451 now beats waiting for a timeout.
       if (!pool.health.tryAcquire(destination)) {
         skipped.push(destination.label);
