@@ -131,8 +131,9 @@ describe('configuration', () => {
   });
 
   test('destinations: host:port, [IPv6]:port, and clear errors', () => {
-    assert.deepEqual(parseDestination('[::1]:2525'), { host: '::1', port: 2525, label: '[::1]:2525' });
-    assert.deepEqual(parseDestination('mx.example.com'), { host: 'mx.example.com', port: 25, label: 'mx.example.com:25' });
+    assert.deepEqual(parseDestination('[::1]:2525'), { kind: 'smtp', host: '::1', port: 2525, label: '[::1]:2525' });
+    assert.deepEqual(parseDestination('mx.example.com'), { kind: 'smtp', host: 'mx.example.com', port: 25, label: 'mx.example.com:25' });
+    assert.deepEqual(parseDestination('maildir:/var/mail/../archive'), { kind: 'maildir', path: '/var/archive', label: 'maildir:/var/archive' });
     assert.match(String(parseDestination('::1:25')), /IPv6 addresses need brackets/);
     assert.match(String(parseDestination('host:0')), /port between 1 and 65535/);
   });
