@@ -16,6 +16,8 @@ Usage:
   gosmtp-dup queue retry [ID] [--config FILE] make pending copies (or one message's) due now
   gosmtp-dup queue delete ID [--config FILE]  drop a message's pending copies
   gosmtp-dup queue flush [--config FILE]      attempt every pending copy now and report
+  gosmtp-dup report [--days N] [--json] [--config FILE]
+                                              migration report: per destination accepted/deferred/rejected, disagreements
   gosmtp-dup route --from A --to B [--to C ...] [--json] [--config FILE]
                                               where mail would go, per recipient, and who decided
   gosmtp-dup demo [--port N] [--once]         router on 127.0.0.1:2525 + three local capture servers
@@ -45,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
       once: { type: 'boolean' },
       from: { type: 'string' },
       to: { type: 'string', multiple: true },
+      days: { type: 'string' },
     },
   });
   if (values.version) {
@@ -66,6 +69,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./reload.ts')).reloadCommand({ configFile: values.config });
     case 'queue':
       return (await import('./queue.ts')).queueCommand(rest, { configFile: values.config, json: Boolean(values.json) });
+    case 'report':
+      return (await import('./report.ts')).reportCommand({ configFile: values.config, days: values.days, json: Boolean(values.json) });
     case 'route':
       return (await import('./route.ts')).routeCommand({ configFile: values.config, from: values.from, to: values.to, json: Boolean(values.json) });
     case 'demo':

@@ -16,7 +16,9 @@ import { DestinationRegistry } from './destinations.ts';
 import { parseDestination, type SmtpDestination } from './destination.ts';
 import { InboundListener } from './inbound/listener.ts';
 import { startOpsListener, type OpsListener } from './observability/http.ts';
+import { fanOut } from './observability/events.ts';
 import { Metrics } from './observability/metrics.ts';
+import { Journal } from './report/journal.ts';
 import { createLogger } from './logger.ts';
 import { FsSpool } from './spool/fs-spool.ts';
 import { acquireSpoolLock } from './spool/lock.ts';
@@ -109,7 +111,10 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     cleanups.push(() => driver.close());
 
     const metrics = new Metrics();
-    const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }), metrics);
+    const journal = new Journal(config.queue.dir);
+    cleanups.push(() => journal.close());
+    const events = fanOut(metrics, journal);
+    const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }), events);
     cleanups.push(() => worker.stop());
 
     const depsFor = (cfg: Config, drv: PluginDriver, timeouts: DeliveryStack['timeouts']): TransactionDeps => ({
@@ -120,7 +125,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
       maxMessageBytes: cfg.smtp.max_message_bytes,
       bareLineEndings: cfg.smtp.bare_line_endings,
       log: log.child({ component: 'smtp' }),
-      metrics,
+      events,
     });
     let current = config;
     const listener = new InboundListener(
@@ -137,7 +142,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     worker.start();
     metrics.attach({
       pendingCopies: () => spool.pending().map((job) => ({ destination: job.record.copies[job.index]!.destination, createdAt: job.record.createdAt })),
-      deadLetters: async () => (await spool.deadLetters()).length,
+      deadLetters: () => spool.deadLetters(),
       circuits: () => stack.health.snapshot(),
       openConnections: () => listener.connectionCount(),
     });

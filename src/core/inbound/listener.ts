@@ -141,7 +141,7 @@ export class InboundListener {
     if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);
     else {
       tx.abort();
-      if (!isSuccess(reply)) this.#deps.metrics?.transaction(reply, (Date.now() - tx.startedAt) / 1000);
+      if (!isSuccess(reply)) this.#deps.events?.transaction(reply, (Date.now() - tx.startedAt) / 1000);
     }
     answer(callback, reply);
   }
@@ -165,8 +165,18 @@ export class InboundListener {
     this.#ended(session.id);
     const summary = tx.summary(reply);
     this.#log.info(summary, 'transaction');
-    this.#deps.metrics?.transaction(reply, summary.latencyMs / 1000);
-    if (summary.primary) this.#deps.metrics?.delivery(summary.primary, 'sync', OUTCOME[replyClass(reply)], summary.latencyMs / 1000);
+    this.#deps.events?.transaction(reply, summary.latencyMs / 1000);
+    if (summary.primary) {
+      const outcome = OUTCOME[replyClass(reply)];
+      this.#deps.events?.delivery({
+        id: tx.id,
+        destination: summary.primary,
+        kind: 'sync',
+        outcome,
+        seconds: summary.latencyMs / 1000,
+        ...(outcome !== 'delivered' && { reason: summary.verdict }),
+      });
+    }
     answer(callback, reply);
     this.#closeIfDraining(session.id);
   }

@@ -18,7 +18,7 @@ import type { EnvelopeAddress } from '../envelope.ts';
 import { replyForError } from '../errors.ts';
 import { CanonicalBody, type BareLineEndingPolicy } from '../message-stream.ts';
 import { isSuccess, passThrough, Replies, type SmtpReply } from '../replies.ts';
-import type { Metrics } from '../observability/metrics.ts';
+import type { DeliveryEvents } from '../observability/events.ts';
 import type { Spool, SpoolRecord, SpoolWriter } from '../spool/types.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
 import { UpstreamTransaction, type DeliveryTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
@@ -35,7 +35,7 @@ export interface TransactionDeps {
   readonly maxMessageBytes: number;
   readonly bareLineEndings: BareLineEndingPolicy;
   readonly log: Logger;
-  readonly metrics?: Metrics;
+  readonly events?: DeliveryEvents;
 }
 
 /** The synchronous side of the transaction, once a recipient or MAIL routed it. */

@@ -5,12 +5,13 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CircuitState } from '../health.ts';
+import type { DeliveryEvent, DeliveryEvents } from './events.ts';
 import { replyClass, type SmtpReply } from '../replies.ts';
 
 /** What the gauges read when Prometheus scrapes. */
 export interface MetricSources {
   pendingCopies(): Array<{ destination: string; createdAt: number }>;
-  deadLetters(): Promise<number>;
+  deadLetters(): Promise<Array<{ destination: string }>>;
   circuits(): Array<{ destination: string; state: CircuitState }>;
   openConnections(): number;
 }
@@ -18,7 +19,7 @@ export interface MetricSources {
 const CIRCUIT_VALUE: Record<CircuitState, number> = { closed: 0, 'half-open': 1, open: 2 };
 const VERDICT: Record<ReturnType<typeof replyClass>, string> = { success: 'accepted', tempfail: 'deferred', reject: 'rejected' };
 
-export class Metrics {
+export class Metrics implements DeliveryEvents {
   readonly registry = new Registry();
   readonly #transactions: Counter<'verdict'>;
   readonly #transactionSeconds: Histogram<'verdict'>;
@@ -72,10 +73,12 @@ export class Metrics {
     });
     new Gauge({
       name: 'gosmtp_dup_dead_letters',
-      help: 'Copies in the dead-letter folder',
+      help: 'Copies refused for good (dead letters) per destination: where destinations disagree with the primary',
+      labelNames: ['destination'],
       registers,
       async collect() {
-        this.set((await sources()?.deadLetters()) ?? 0);
+        this.reset();
+        for (const letter of (await sources()?.deadLetters()) ?? []) this.inc({ destination: letter.destination });
       },
     });
     new Gauge({
@@ -108,7 +111,7 @@ export class Metrics {
     this.#transactionSeconds.observe({ verdict }, seconds);
   }
 
-  delivery(destination: string, kind: 'sync' | 'copy', outcome: 'delivered' | 'deferred' | 'failed', seconds?: number): void {
+  delivery({ destination, kind, outcome, seconds }: DeliveryEvent): void {
     this.#deliveries.inc({ destination, kind, outcome });
     if (seconds !== undefined) this.#deliverySeconds.observe({ kind }, seconds);
   }

@@ -8,7 +8,7 @@ import { parseDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, replyClass } from '../replies.ts';
 import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
-import type { Metrics } from '../observability/metrics.ts';
+import type { DeliveryEvents } from '../observability/events.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type Spool } from './types.ts';
 
@@ -29,10 +29,10 @@ export class CopyWorker {
   #timer: NodeJS.Timeout | undefined;
   #stopped = true;
 
-  readonly #metrics: Metrics | undefined;
+  readonly #events: DeliveryEvents | undefined;
 
-  constructor(spool: Spool, pool: UpstreamPool, options: WorkerOptions, log: Logger, metrics?: Metrics) {
-    this.#metrics = metrics;
+  constructor(spool: Spool, pool: UpstreamPool, options: WorkerOptions, log: Logger, events?: DeliveryEvents) {
+    this.#events = events;
     this.#spool = spool;
     this.#pool = pool;
     this.#options = options;
@@ -104,7 +104,12 @@ export class CopyWorker {
     if (outcome.retry) this.#log.warn(log, 'copy deferred');
     else if (outcome.dead) this.#log.warn(log, 'copy failed');
     else this.#log.info(log, 'copy delivered');
-    this.#metrics?.delivery(copy.destination, 'copy', outcome.retry ? 'deferred' : outcome.dead ? 'failed' : 'delivered', (Date.now() - started) / 1000);
+    const seconds = (Date.now() - started) / 1000;
+    const event = { id: record.id, destination: copy.destination, kind: 'copy', seconds } as const;
+    if (outcome.dead) this.#events?.delivery({ ...event, outcome: 'failed', reason: outcome.dead.reason, recipients: outcome.dead.recipients.map((r) => r.address) });
+    if (outcome.retry) this.#events?.delivery({ ...event, outcome: 'deferred', reason: outcome.retry.error });
+    const delivered = copyRecipients(job).length - (outcome.dead?.recipients.length ?? 0) - (outcome.retry?.recipients.length ?? 0);
+    if (delivered > 0) this.#events?.delivery({ ...event, outcome: 'delivered' });
     try {
       await this.#spool.settle(job, outcome);
     } catch (err) {

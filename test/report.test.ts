@@ -1,0 +1,57 @@
+/**
+ * The migration report: does the new server accept what the old one accepts?
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { stringify } from 'yaml';
+import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { BIN } from './helpers/child-router.ts';
+import { eventually, router, sink, tempDir } from './helpers/fixtures.ts';
+
+describe('migration report', () => {
+  test('counts per destination and lists the messages where the new server disagreed', async (t) => {
+    const dir = await tempDir(t);
+    const old = await sink(t, { name: 'old', behaviour: { rcpt: (to) => (to.startsWith('gone') ? { code: 550, enhanced: '5.1.1', text: 'unknown at old' } : undefined) } });
+    let deferOnce = true;
+    const next = await sink(t, {
+      name: 'new',
+      behaviour: {
+        rcpt: (to) => (to.startsWith('legacy') ? { code: 550, enhanced: '5.1.1', text: 'no such mailbox at new' } : undefined),
+        data: () => {
+          if (!deferOnce) return undefined;
+          deferOnce = false;
+          return { code: 451, enhanced: '4.3.0', text: 'warming up' };
+        },
+      },
+    });
+    const queueDir = join(dir, 'spool');
+    const config = { relay: { destination_primary: old.label, destination_backups: [next.label] }, queue: { dir: queueDir, retry_initial_seconds: 0.1 } };
+    const r = await router(t, { config });
+    for (const to of ['a@example.com', 'b@example.com', 'legacy-only@example.com', 'gone@example.com']) {
+      await sendMail(r.port, { from: 'sender@example.org', to: [to], body: sampleMessage(to) });
+    }
+    await eventually(() => r.router.spool.pending().length === 0, 10_000, 'copies settled');
+    await r.close();
+
+    const configFile = join(dir, 'config.yaml');
+    await writeFile(configFile, stringify(config));
+    const run = (args: string[]) =>
+      new Promise<string>((resolve, reject) => execFile(process.execPath, [BIN, ...args, '--config', configFile], (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout))));
+    const report = JSON.parse(await run(['report', '--json']));
+    const row = (kind: string, destination: string) => report.destinations.find((d: { kind: string; destination: string }) => d.kind === kind && d.destination === destination);
+    assert.deepEqual(row('sync', old.label), { destination: old.label, kind: 'sync', accepted: 3, deferred: 0, rejected: 0 });
+    assert.deepEqual(row('copy', next.label), { destination: next.label, kind: 'copy', accepted: 2, deferred: 1, rejected: 1 });
+    assert.equal(report.disagreements.length, 1);
+    assert.deepEqual(report.disagreements[0].recipients.map((x: { address: string }) => x.address), ['legacy-only@example.com']);
+    assert.match(report.disagreements[0].reason, /550 5\.1\.1 no such mailbox at new/);
+
+    const text = await run(['report']);
+    assert.match(text, new RegExp(`${next.label}: accepted 2 of 3 messages the synchronous side accepted \\(66\\.7%\\), refused 1 for good`));
+    assert.match(text, /Disagreements \(accepted synchronously, refused for good by a copy destination\): 1/);
+    assert.match(text, /<legacy-only@example\.com>/);
+    assert.match(text, /Pending copies: 0/);
+  });
+});
