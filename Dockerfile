@@ -1,0 +1,30 @@
+# gosmtp-dup container image. Not built on the development machines of this project (they run no
+# Docker engine): see docs/operations.md for what was and was not verified.
+FROM node:20-bookworm-slim
+
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY bin ./bin
+COPY src ./src
+COPY plugins ./plugins
+
+# Never root: the spool is the only place the router writes.
+RUN useradd --system --home-dir /app --shell /usr/sbin/nologin gosmtp \
+ && mkdir -p /var/spool/gosmtp-dup /etc/smtp-dup \
+ && chown gosmtp /var/spool/gosmtp-dup
+USER gosmtp
+
+# The configuration is read from /etc/smtp-dup/config.yaml (mount it) or from SMTP_DUP_* variables.
+# /healthz is served on loopback inside the container, for the healthcheck below.
+ENV SMTP_DUP_QUEUE_DIR=/var/spool/gosmtp-dup \
+    SMTP_DUP_METRICS_LISTEN=127.0.0.1:9090
+VOLUME ["/var/spool/gosmtp-dup"]
+EXPOSE 2525
+
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+
+# SIGTERM drains: transactions in progress finish, pending copies stay in the spool volume.
+STOPSIGNAL SIGTERM
+CMD ["node", "bin/gosmtp-dup.mjs", "start"]
