@@ -36,7 +36,7 @@ async function problemsOf(promise: Promise<unknown>): Promise<string[]> {
 describe('configuration', () => {
   test('defaults for every key but the primary', () => {
     const config = validateConfig({ relay: { destination_primary: 'mx.example.com:25' } }, 'test');
-    assert.deepEqual(config.smtp, { listen: '127.0.0.1:2525', domain: 'localhost', max_message_bytes: 10485760, bare_line_endings: 'normalize', shutdown_timeout_seconds: 30 });
+    assert.deepEqual(config.smtp, { listen: '127.0.0.1:2525', domain: 'localhost', max_message_bytes: 10485760, bare_line_endings: 'normalize', greeting_delay_ms: 0, shutdown_timeout_seconds: 30 });
     assert.equal(config.relay.timeout_seconds, 10);
     assert.deepEqual(config.relay.destination_backups, []);
     assert.equal(config.queue.retry_initial_seconds, 60);

@@ -135,6 +135,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         domain: config.smtp.domain,
         maxMessageBytes: config.smtp.max_message_bytes,
         shutdownTimeoutMs: config.smtp.shutdown_timeout_seconds * 1000,
+        greetingDelayMs: config.smtp.greeting_delay_ms,
       },
     );
     const address = await listener.listen();

@@ -45,6 +45,8 @@ export const configSchema = z.strictObject({
       domain: z.string({ error: 'expected a host name' }).min(1, { error: 'expected a host name' }).default('localhost'),
       max_message_bytes: positiveInt().default(10 * 1024 * 1024),
       bare_line_endings: z.enum(['normalize', 'reject'], { error: 'expected "normalize" or "reject"' }).default('normalize'),
+      /** Wait before the greeting, to refuse clients that talk first (spam bots); 0 = greet at once. */
+      greeting_delay_ms: numeric(z.number({ error: 'expected a number of milliseconds' }).int().min(0).max(60_000)).default(0),
       /** Longest wait for in-flight transactions at shutdown before they are cut off with 421. */
       shutdown_timeout_seconds: positive().default(30),
     })

@@ -19,6 +19,7 @@ export interface ListenerOptions {
   domain: string;
   maxMessageBytes: number;
   shutdownTimeoutMs: number;
+  greetingDelayMs: number;
 }
 
 /** The part of smtp-server's connection object the drain needs. */
@@ -62,6 +63,10 @@ export class InboundListener {
       hideENHANCEDSTATUSCODES: false,
       disableReverseLookup: true,
       logger: false,
+      greetingDelayMs: options.greetingDelayMs,
+      // Synchronous (smtp-server's default waits a tick), so that without a greeting delay the
+      // greeting goes out before anything the client sent is read.
+      onConnect: (_session: SMTPServerSession, callback: () => void) => callback(),
       onReset: (session: SMTPServerSession) => this.#reset(session.id),
       onMailFrom: (address, session, callback) => void this.#mail(address, session, callback),
       onRcptTo: (address, session, callback) => void this.#rcpt(address, session, callback),

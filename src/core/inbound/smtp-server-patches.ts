@@ -11,6 +11,10 @@
  *    parameters. The relay forwards the raw address and raw parameters, kept on `parsed.raw`.
  * 3. Transaction reset: smtp-server has no hook for RSET; the relay must release the upstream
  *    transaction the moment the client abandons its own, so `onReset` is called.
+ * 4. Greeting delay: smtp-server waits a hard-coded 100 ms before every greeting (to catch clients
+ *    that talk first). That caps a sender that opens one connection per message, as Postfix does
+ *    when its queue is short, at 10 messages/s per session. The delay is `greetingDelayMs`
+ *    (`smtp.greeting_delay_ms`, 0 by default); early talkers still get 421 during a delay.
  */
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
@@ -24,10 +28,14 @@ export interface ParsedAddressWithRaw {
 }
 
 interface PatchableConnection {
+  init(): void;
+  _setListeners(callback: () => void): void;
+  connectionReady(): void;
+  name: string;
   send(code: number, data?: string | string[] | null, context?: string | false): void;
   _parseAddressCommand(rawName: string, rawCommand: Buffer | string): ParsedAddressWithRaw | false;
   _resetSession(): void;
-  _server: { options: { onReset?: (session: unknown) => void } };
+  _server: { options: { onReset?: (session: unknown) => void; greetingDelayMs?: number; maxClients?: number }; connections: Set<unknown> };
   session: unknown;
 }
 
@@ -49,6 +57,17 @@ export function patchSmtpServer(): void {
     const parsed = parse.call(this, rawName, rawCommand);
     if (parsed) parsed.raw = rawAddressCommand(String(rawCommand));
     return parsed;
+  };
+
+  proto.init = function (this: PatchableConnection) {
+    this._setListeners(() => {
+      const { maxClients, greetingDelayMs = 0 } = this._server.options;
+      if (maxClients && this._server.connections.size > maxClients) {
+        return this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+      }
+      if (greetingDelayMs <= 0) return this.connectionReady();
+      setTimeout(() => this.connectionReady(), greetingDelayMs).unref();
+    });
   };
 
   const reset = proto._resetSession;

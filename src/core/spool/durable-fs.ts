@@ -28,6 +28,49 @@ export async function writeFileDurable(path: string, data: string | Buffer, sync
   if (syncDir) await fsyncDir(dirname(path));
 }
 
+/** Writes and fsyncs a new file (no rename: for files that are not visible until renamed later). */
+export async function writeFileSynced(path: string, data: string | Buffer): Promise<void> {
+  const handle = await open(path, 'wx', 0o600);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Group commit for folder fsyncs: callers that ask while a sync is running share the next one,
+ * which starts after the running one (whose start may predate their renames). Concurrent commits
+ * then cost one fsync between them instead of one each, without weakening any of them.
+ */
+export class DirSync {
+  readonly #dir: string;
+  #running: Promise<void> | undefined;
+  #next: Promise<void> | undefined;
+
+  constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  sync(): Promise<void> {
+    if (!this.#running) return this.#start();
+    this.#next ??= this.#running.catch(() => undefined).then(() => {
+      this.#next = undefined;
+      return this.#start();
+    });
+    return this.#next;
+  }
+
+  #start(): Promise<void> {
+    const run = fsyncDir(this.#dir).finally(() => {
+      if (this.#running === run) this.#running = undefined;
+    });
+    this.#running = run;
+    return run;
+  }
+}
+
 export async function unlinkQuiet(path: string): Promise<void> {
   try {
     await unlink(path);

@@ -13,12 +13,12 @@
  * rename leaves an orphan body that start-up removes; the client never heard 250 for it.
  */
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCodes, GsdError } from '../errors.ts';
-import { fsyncDir, unlinkQuiet, writeFileDurable } from './durable-fs.ts';
+import { DirSync, fsyncDir, unlinkQuiet, writeFileDurable, writeFileSynced } from './durable-fs.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type CopyState, type DeadLetter, type Spool, type SpoolRecord, type SpoolWriter } from './types.ts';
 
@@ -32,6 +32,7 @@ export class FsSpool implements Spool {
   readonly #queue: string;
   readonly #dead: string;
   readonly #log: Logger;
+  readonly #queueSync: DirSync;
   /** Pending copies by `<id>.<n>`. */
   readonly #jobs = new Map<string, CopyJob>();
   readonly #listeners: Array<() => void> = [];
@@ -42,6 +43,7 @@ export class FsSpool implements Spool {
     this.#tmp = join(dir, 'tmp');
     this.#queue = join(dir, 'queue');
     this.#dead = join(dir, 'dead');
+    this.#queueSync = new DirSync(this.#queue);
     this.#log = log;
   }
 
@@ -114,7 +116,7 @@ export class FsSpool implements Spool {
     try {
       await rename(tmpBody, join(this.#queue, `${id}.eml`));
       await rename(tmpRecord, join(this.#queue, `${id}.json`));
-      await fsyncDir(this.#queue);
+      await this.#queueSync.sync();
     } catch (err) {
       // The client will hear 451 and send the message again: this copy must not survive too.
       await this.#removeFiles(id, record.copies.length).catch(() => undefined);
@@ -163,7 +165,8 @@ export class FsSpool implements Spool {
       return;
     }
     // Finished: the marker must be on disk before we forget, or a restart would send it again.
-    await writeFileDurable(join(this.#queue, `${key}.done`), '');
+    await writeFileDurable(join(this.#queue, `${key}.done`), '', false);
+    await this.#queueSync.sync();
     this.#jobs.delete(key);
     const stillOpen = record.copies.some((_c, i) => this.#jobs.has(`${record.id}.${i}`));
     if (!stillOpen) await this.#removeFiles(record.id, record.copies.length);
@@ -296,20 +299,20 @@ class FsSpoolWriter implements SpoolWriter {
     private readonly bodyPath: string,
     private readonly recordPath: string,
   ) {
-    this.body = createWriteStream(bodyPath, { flags: 'wx', mode: 0o600 });
+    // `flush`: the descriptor is fsync'd before it is closed, so 'close' means durable.
+    this.body = createWriteStream(bodyPath, { flags: 'wx', mode: 0o600, flush: true });
   }
 
   async prepare(record: SpoolRecord): Promise<void> {
     try {
-      await new Promise<void>((resolve, reject) => {
-        if (this.body.writableFinished) return resolve();
+      const bodyDurable = new Promise<void>((resolve, reject) => {
+        if (this.body.closed) return this.body.errored ? reject(this.body.errored) : resolve();
         this.body.once('error', reject);
-        this.body.once('finish', resolve);
+        this.body.once('close', resolve);
         this.body.end();
       });
-      // The stream closes its descriptor without fsync; reopen to make the data durable.
-      await syncFile(this.bodyPath);
-      await writeFileDurable(this.recordPath, JSON.stringify(record), false);
+      // Both files are fsync'd at the same time; neither is visible before the commit's renames.
+      await Promise.all([bodyDurable, writeFileSynced(this.recordPath, JSON.stringify(record))]);
       this.#record = record;
     } catch (err) {
       throw new GsdError(ErrorCodes.SPOOL_FAILED, `cannot store message ${this.id}: ${(err as Error).message}`, { cause: err });
@@ -332,15 +335,6 @@ class FsSpoolWriter implements SpoolWriter {
     this.body.destroy();
     await unlinkQuiet(this.bodyPath).catch(() => undefined);
     await unlinkQuiet(this.recordPath).catch(() => undefined);
-  }
-}
-
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 
