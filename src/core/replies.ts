@@ -81,6 +81,10 @@ export const Replies = {
     text: 'Recipient routes elsewhere, send it in a separate transaction',
   }),
 
+  relayDenied: (): SmtpReply => ({ code: 554, enhanced: '5.7.1', text: 'Relay access denied' }),
+  tooManyConnections: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }),
+  tooManyErrors: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many errors, closing the connection' }),
+
   messageTooBig: (limit: number): SmtpReply => ({
     code: 552,
     enhanced: '5.3.4',

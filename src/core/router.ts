@@ -14,6 +14,7 @@ import type { Config } from './config/schema.ts';
 import { deliveryStack, timeoutsOf, type DeliveryStack } from './delivery-stack.ts';
 import { DestinationRegistry } from './destinations.ts';
 import { parseDestination, type SmtpDestination } from './destination.ts';
+import { AccessPolicy } from './inbound/access.ts';
 import { InboundListener } from './inbound/listener.ts';
 import { startOpsListener, type OpsListener } from './observability/http.ts';
 import { fanOut } from './observability/events.ts';
@@ -136,6 +137,12 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         maxMessageBytes: config.smtp.max_message_bytes,
         shutdownTimeoutMs: config.smtp.shutdown_timeout_seconds * 1000,
         greetingDelayMs: config.smtp.greeting_delay_ms,
+        access: new AccessPolicy({ allowedNetworks: config.smtp.allowed_networks, allowedRecipientDomains: config.smtp.allowed_recipient_domains }),
+        maxConnections: config.smtp.max_connections,
+        maxConnectionsPerClient: config.smtp.max_connections_per_client,
+        maxRecipients: config.smtp.max_recipients,
+        idleTimeoutMs: config.smtp.idle_timeout_seconds * 1000,
+        maxErrors: config.smtp.max_errors,
       },
     );
     const address = await listener.listen();

@@ -2,6 +2,7 @@
  * The configuration schema: every key, its type and its default, in one place. YAML, JSON,
  * TypeScript configs and environment variables all end up validated here.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDestination } from '../destination.ts';
 
@@ -25,6 +26,16 @@ const listenText = z.string({ error: 'expected "host:port"' }).superRefine((valu
   else if (!/:\d+$/.test(value.trim())) ctx.addIssue({ code: 'custom', message: 'expected "host:port" with an explicit port', input: value });
 });
 
+/** A CIDR block (`10.0.0.0/8`, `::1/128`) or a single address. */
+const cidrText = z.string({ error: 'expected a CIDR block like "192.0.2.0/24"' }).superRefine((value, ctx) => {
+  const [address, prefix, extra] = value.trim().split('/');
+  const family = isIP(address ?? '');
+  const bits = prefix === undefined ? (family === 6 ? 128 : 32) : Number(prefix);
+  if (extra !== undefined || family === 0 || !Number.isInteger(bits) || bits < 0 || bits > (family === 6 ? 128 : 32)) {
+    ctx.addIssue({ code: 'custom', message: 'expected a CIDR block like "192.0.2.0/24" or "2001:db8::/32"', input: value });
+  }
+});
+
 /** Comma-separated lists come from environment variables. */
 const list = <T extends z.ZodType>(item: T) =>
   z.preprocess(
@@ -45,6 +56,20 @@ export const configSchema = z.strictObject({
       domain: z.string({ error: 'expected a host name' }).min(1, { error: 'expected a host name' }).default('localhost'),
       max_message_bytes: positiveInt().default(10 * 1024 * 1024),
       bare_line_endings: z.enum(['normalize', 'reject'], { error: 'expected "normalize" or "reject"' }).default('normalize'),
+      /** Clients that may relay without authenticating; everyone else gets 554 5.7.1 at RCPT. */
+      allowed_networks: list(cidrText).default(['127.0.0.0/8', '::1/128']),
+      /** If set, only recipients in these domains (or their subdomains) are accepted. */
+      allowed_recipient_domains: list(z.string().regex(/^[A-Za-z0-9.-]+$/, { error: 'expected a domain name' })).optional(),
+      /** Open connections at most, in all. */
+      max_connections: positiveInt().default(500),
+      /** Open connections at most from one client address. */
+      max_connections_per_client: positiveInt().default(50),
+      /** Recipients per message; beyond: 452 4.5.3 (the sender sends the rest in another transaction). */
+      max_recipients: positiveInt().default(1000),
+      /** A client silent this long is disconnected. */
+      idle_timeout_seconds: positive().default(300),
+      /** 5xx replies one session may cause before it is disconnected with 421. */
+      max_errors: positiveInt().default(20),
       /** Wait before the greeting, to refuse clients that talk first (spam bots); 0 = greet at once. */
       greeting_delay_ms: numeric(z.number({ error: 'expected a number of milliseconds' }).int().min(0).max(60_000)).default(0),
       /** Longest wait for in-flight transactions at shutdown before they are cut off with 421. */

@@ -12,6 +12,7 @@ import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
 import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
+import type { AccessPolicy } from './access.ts';
 import { drain, InboundTransaction, type TransactionDeps } from './transaction.ts';
 
 export interface ListenerOptions {
@@ -20,6 +21,12 @@ export interface ListenerOptions {
   maxMessageBytes: number;
   shutdownTimeoutMs: number;
   greetingDelayMs: number;
+  access: AccessPolicy;
+  maxConnections: number;
+  maxConnectionsPerClient: number;
+  maxRecipients: number;
+  idleTimeoutMs: number;
+  maxErrors: number;
 }
 
 /** The part of smtp-server's connection object the drain needs. */
@@ -42,6 +49,9 @@ export class InboundListener {
   readonly #options: ListenerOptions;
   /** The open transaction of each session, by session id. */
   readonly #transactions = new Map<string, InboundTransaction>();
+  /** Open connections per client address, for `smtp.max_connections_per_client`. */
+  readonly #perClient = new Map<string, number>();
+  readonly #counted = new WeakSet<SMTPServerSession>();
   /** Sessions whose client is gone; a transaction that finishes opening after that is aborted. */
   readonly #closed = new WeakSet<SMTPServerSession>();
   #draining = false;
@@ -64,15 +74,30 @@ export class InboundListener {
       disableReverseLookup: true,
       logger: false,
       greetingDelayMs: options.greetingDelayMs,
+      maxClients: options.maxConnections,
+      maxRecipients: options.maxRecipients,
+      socketTimeout: options.idleTimeoutMs,
+      maxErrors: options.maxErrors,
+      maxErrorsReply: formatReply(Replies.tooManyErrors()).slice(4),
       // Synchronous (smtp-server's default waits a tick), so that without a greeting delay the
       // greeting goes out before anything the client sent is read.
-      onConnect: (_session: SMTPServerSession, callback: () => void) => callback(),
+      onConnect: (session: SMTPServerSession, callback: (err?: Error) => void) => {
+        const count = (this.#perClient.get(session.remoteAddress) ?? 0) + 1;
+        this.#perClient.set(session.remoteAddress, count);
+        this.#counted.add(session);
+        callback(count > options.maxConnectionsPerClient ? new SmtpReplyError(Replies.tooManyConnections()) : undefined);
+      },
       onReset: (session: SMTPServerSession) => this.#reset(session.id),
       onMailFrom: (address, session, callback) => void this.#mail(address, session, callback),
       onRcptTo: (address, session, callback) => void this.#rcpt(address, session, callback),
       onData: (stream, session, callback) => void this.#data(stream, session, callback),
       onClose: (session) => {
         this.#closed.add(session);
+        if (this.#counted.delete(session)) {
+          const left = (this.#perClient.get(session.remoteAddress) ?? 1) - 1;
+          if (left > 0) this.#perClient.set(session.remoteAddress, left);
+          else this.#perClient.delete(session.remoteAddress);
+        }
         this.#reset(session.id);
         if (this.#draining) this.#checkDrained();
       },
@@ -142,7 +167,7 @@ export class InboundListener {
     this.#reset(session.id);
     if (this.#draining) return answer(callback, Replies.shuttingDown());
     const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
-    const reply = await tx.mail();
+    const reply = await tx.mail(this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user));
     if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);
     else {
       tx.abort();
@@ -154,7 +179,12 @@ export class InboundListener {
   async #rcpt(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
     const tx = this.#transactions.get(session.id);
     if (!tx) return answer(callback, Replies.localError());
-    const reply = await tx.rcpt(envelopeAddress(address));
+    const recipient = envelopeAddress(address);
+    // Fail closed: nothing is routed, let alone forwarded, for a client that may not relay.
+    if (!this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user) || !this.#options.access.acceptsRecipient(recipient.address)) {
+      return answer(callback, Replies.relayDenied());
+    }
+    const reply = await tx.rcpt(recipient);
     // The client left while the upstream answered: release what the recipient may have opened.
     if (this.#closed.has(session)) tx.abort();
     answer(callback, reply);

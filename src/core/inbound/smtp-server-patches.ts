@@ -11,6 +11,8 @@
  *    parameters. The relay forwards the raw address and raw parameters, kept on `parsed.raw`.
  * 3. Transaction reset: smtp-server has no hook for RSET; the relay must release the upstream
  *    transaction the moment the client abandons its own, so `onReset` is called.
+ * 5. Error limit: after `maxErrors` 5xx replies in one session the client is told
+ *    `maxErrorsReply` (421) and disconnected, as Postfix's smtpd_hard_error_limit does.
  * 4. Greeting delay: smtp-server waits a hard-coded 100 ms before every greeting (to catch clients
  *    that talk first). That caps a sender that opens one connection per message, as Postfix does
  *    when its queue is short, at 10 messages/s per session. The delay is `greetingDelayMs`
@@ -35,7 +37,13 @@ interface PatchableConnection {
   send(code: number, data?: string | string[] | null, context?: string | false): void;
   _parseAddressCommand(rawName: string, rawCommand: Buffer | string): ParsedAddressWithRaw | false;
   _resetSession(): void;
-  _server: { options: { onReset?: (session: unknown) => void; greetingDelayMs?: number; maxClients?: number }; connections: Set<unknown> };
+  _server: {
+    options: { onReset?: (session: unknown) => void; greetingDelayMs?: number; maxClients?: number; maxErrors?: number; maxErrorsReply?: string };
+    connections: Set<unknown>;
+  };
+  _gsdErrors?: number;
+  _closing?: boolean;
+  close(): void;
   session: unknown;
 }
 
@@ -48,8 +56,15 @@ export function patchSmtpServer(): void {
 
   const send = proto.send;
   proto.send = function (this: PatchableConnection, code, data, context) {
-    if (typeof data === 'string' && ENHANCED_AT_START.test(data)) return send.call(this, code, data, false);
-    return send.call(this, code, data, context);
+    send.call(this, code, data, typeof data === 'string' && ENHANCED_AT_START.test(data) ? false : context);
+    const { maxErrors, maxErrorsReply } = this._server.options;
+    if (maxErrors && maxErrorsReply && code >= 500 && !this._closing) {
+      this._gsdErrors = (this._gsdErrors ?? 0) + 1;
+      if (this._gsdErrors >= maxErrors) {
+        send.call(this, 421, maxErrorsReply, false);
+        this.close();
+      }
+    }
   };
 
   const parse = proto._parseAddressCommand;

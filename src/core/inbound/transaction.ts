@@ -98,7 +98,9 @@ export class InboundTransaction {
     return reply;
   }
 
-  async mail(): Promise<SmtpReply> {
+  /** `mayRelay: false` (an outsider): nothing is routed or forwarded; RCPT will refuse. */
+  async mail(mayRelay = true): Promise<SmtpReply> {
+    if (!mayRelay) return Replies.senderOk();
     let decision;
     try {
       decision = await this.#deps.driver.mail(this.#ctx);

@@ -1,0 +1,33 @@
+/**
+ * Who may relay, and to where. Fails closed: only `smtp.allowed_networks` (loopback by default)
+ * and authenticated clients may relay; with `smtp.allowed_recipient_domains`, only to those.
+ */
+import { BlockList, isIP } from 'node:net';
+
+export class AccessPolicy {
+  readonly #networks = new BlockList();
+  readonly #domains: readonly string[] | undefined;
+
+  constructor(options: { allowedNetworks: readonly string[]; allowedRecipientDomains?: readonly string[] }) {
+    for (const cidr of options.allowedNetworks) {
+      const [address, prefix] = cidr.trim().split('/') as [string, string | undefined];
+      const type = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+      this.#networks.addSubnet(address, prefix === undefined ? (type === 'ipv6' ? 128 : 32) : Number(prefix), type);
+    }
+    this.#domains = options.allowedRecipientDomains?.map((d) => d.toLowerCase().replace(/^\./, ''));
+  }
+
+  /** Whether this client may relay: from an allowed network, or authenticated. */
+  mayRelay(remoteAddress: string, user: string | undefined): boolean {
+    if (user) return true;
+    const type = isIP(remoteAddress) === 6 ? 'ipv6' : 'ipv4';
+    return isIP(remoteAddress) !== 0 && this.#networks.check(remoteAddress, type);
+  }
+
+  /** Whether mail for this recipient is accepted at all. */
+  acceptsRecipient(address: string): boolean {
+    if (!this.#domains) return true;
+    const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+    return address.includes('@') && this.#domains.some((d) => domain === d || domain.endsWith(`.${d}`));
+  }
+}
