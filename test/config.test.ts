@@ -36,7 +36,20 @@ async function problemsOf(promise: Promise<unknown>): Promise<string[]> {
 describe('configuration', () => {
   test('defaults for every key but the primary', () => {
     const config = validateConfig({ relay: { destination_primary: 'mx.example.com:25' } }, 'test');
-    assert.deepEqual(config.smtp, { listen: '127.0.0.1:2525', domain: 'localhost', max_message_bytes: 10485760, bare_line_endings: 'normalize', greeting_delay_ms: 0, shutdown_timeout_seconds: 30 });
+    assert.deepEqual(config.smtp, {
+      listen: '127.0.0.1:2525',
+      domain: 'localhost',
+      max_message_bytes: 10485760,
+      bare_line_endings: 'normalize',
+      allowed_networks: ['127.0.0.0/8', '::1/128'],
+      max_connections: 500,
+      max_connections_per_client: 50,
+      max_recipients: 1000,
+      idle_timeout_seconds: 300,
+      max_errors: 20,
+      greeting_delay_ms: 0,
+      shutdown_timeout_seconds: 30,
+    });
     assert.equal(config.relay.timeout_seconds, 10);
     assert.deepEqual(config.relay.destination_backups, []);
     assert.equal(config.queue.retry_initial_seconds, 60);
