@@ -120,6 +120,17 @@ describe('cli', () => {
     assert.match((await cli(['queue', 'list', '--config', configFile])).stdout, /queue is empty/);
   });
 
+  test('hash-password reads the password from standard input and prints a verifiable hash', async () => {
+    const { verifyPassword } = await import('../src/core/auth/password.ts');
+    const hash = await new Promise<string>((resolve, reject) => {
+      const child = execFile(process.execPath, [BIN, 'hash-password'], (err, stdout) => (err ? reject(err) : resolve(stdout.trim())));
+      child.stdin!.end('s3cret\n');
+    });
+    assert.match(hash, /^scrypt\$16384\$8\$1\$/);
+    assert.equal(await verifyPassword('s3cret', hash), true);
+    assert.equal(await verifyPassword('s3cret\n', hash), false);
+  });
+
   test('demo --once: router, three capture servers, one message in each folder', async (t) => {
     const dir = await tempDir(t);
     const run = await cli(['demo', '--once', '--port', '0'], { cwd: dir });

@@ -20,6 +20,7 @@ Usage:
                                               migration report: per destination accepted/deferred/rejected, disagreements
   gosmtp-dup route --from A --to B [--to C ...] [--json] [--config FILE]
                                               where mail would go, per recipient, and who decided
+  gosmtp-dup hash-password                    read a password (stdin or prompt), print its hash for auth.users
   gosmtp-dup demo [--port N] [--once]         router on 127.0.0.1:2525 + three local capture servers
   gosmtp-dup --help | --version
 
@@ -73,6 +74,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./report.ts')).reportCommand({ configFile: values.config, days: values.days, json: Boolean(values.json) });
     case 'route':
       return (await import('./route.ts')).routeCommand({ configFile: values.config, from: values.from, to: values.to, json: Boolean(values.json) });
+    case 'hash-password':
+      return (await import('./hash-password.ts')).hashPasswordCommand();
     case 'demo':
       return (await import('./demo.ts')).demoCommand({ port: values.port === undefined ? 2525 : Number(values.port), once: Boolean(values.once) });
     default:

@@ -81,6 +81,11 @@ export const Replies = {
     text: 'Recipient routes elsewhere, send it in a separate transaction',
   }),
 
+  authenticated: (): SmtpReply => ({ code: 235, enhanced: '2.7.0', text: 'Authentication successful' }),
+  authFailed: (): SmtpReply => ({ code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' }),
+  authRateLimited: (): SmtpReply => ({ code: 454, enhanced: '4.7.0', text: 'Too many failed authentication attempts, try again later' }),
+  authNeedsTls: (): SmtpReply => ({ code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' }),
+  tlsRequired: (): SmtpReply => ({ code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' }),
   relayDenied: (): SmtpReply => ({ code: 554, enhanced: '5.7.1', text: 'Relay access denied' }),
   tooManyConnections: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }),
   tooManyErrors: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many errors, closing the connection' }),

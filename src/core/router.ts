@@ -14,7 +14,9 @@ import type { Config } from './config/schema.ts';
 import { deliveryStack, timeoutsOf, type DeliveryStack } from './delivery-stack.ts';
 import { DestinationRegistry } from './destinations.ts';
 import { parseDestination, type SmtpDestination } from './destination.ts';
+import { Authenticator } from './auth/authenticator.ts';
 import { AccessPolicy } from './inbound/access.ts';
+import { readTlsFiles, watchTlsFiles } from './inbound/tls-files.ts';
 import { InboundListener } from './inbound/listener.ts';
 import { startOpsListener, type OpsListener } from './observability/http.ts';
 import { fanOut } from './observability/events.ts';
@@ -28,6 +30,8 @@ import { CopyWorker } from './spool/worker.ts';
 export interface Router {
   /** Where the router listens (the real port when the config said 0). */
   readonly address: AddressInfo;
+  /** The implicit-TLS listener's address, when `smtp.implicit_tls_listen` is set. */
+  readonly tlsAddress?: AddressInfo;
   /** Where /metrics, /healthz and /readyz are served, when `metrics.listen` is set. */
   readonly opsAddress?: AddressInfo;
   readonly spool: FsSpool;
@@ -43,7 +47,7 @@ export interface Router {
 }
 
 /** Keys a reload cannot apply to a running router. */
-const RESTART_KEYS = ['smtp.listen', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
+const RESTART_KEYS = ['smtp.listen', 'smtp.implicit_tls_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
 
 function valueAt(config: Config, key: string): unknown {
   return key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], config);
@@ -118,6 +122,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }), events);
     cleanups.push(() => worker.stop());
 
+    const tls = config.smtp.tls ? await readTlsFiles(config.smtp.tls) : undefined;
     const depsFor = (cfg: Config, drv: PluginDriver, timeouts: DeliveryStack['timeouts']): TransactionDeps => ({
       driver: drv,
       pool: stack.pool,
@@ -143,10 +148,27 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         maxRecipients: config.smtp.max_recipients,
         idleTimeoutMs: config.smtp.idle_timeout_seconds * 1000,
         maxErrors: config.smtp.max_errors,
+        tls,
+        implicitTlsListen: config.smtp.implicit_tls_listen === undefined ? undefined : listenAddress(config.smtp.implicit_tls_listen),
+        requireTls: config.smtp.require_tls,
+        authenticator: new Authenticator({ users: config.auth.users, maxFailures: config.auth.max_failures, windowMs: config.auth.failure_window_seconds * 1000 }),
+        allowPlaintextAuthOnLoopback: config.auth.allow_plaintext_on_loopback,
       },
     );
-    const address = await listener.listen();
+    const [address, tlsAddress] = await listener.listen();
     cleanups.push(() => listener.drain());
+    if (config.smtp.tls) {
+      const files = config.smtp.tls;
+      const stopWatching = watchTlsFiles(
+        files,
+        (material) => {
+          listener.updateTls(material);
+          log.info({ cert: files.cert }, 'TLS certificate reloaded');
+        },
+        (err) => log.error({ err: err.message }, 'TLS certificate reload failed: keeping the current one'),
+      );
+      cleanups.push(stopWatching);
+    }
     worker.start();
     metrics.attach({
       pendingCopies: () => spool.pending().map((job) => ({ destination: job.record.copies[job.index]!.destination, createdAt: job.record.createdAt })),
@@ -174,9 +196,12 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     );
 
     return {
-      address,
+      address: address!,
+      tlsAddress,
       opsAddress: ops?.address,
       async reload(next, reloadOptions = {}) {
+        // Everything that can fail is done before anything changes.
+        const material = next.smtp.tls ? await readTlsFiles(next.smtp.tls) : undefined;
         // Same health and pool (their state stays valid); new names, plugins and timeouts.
         const timeouts = timeoutsOf(next);
         const reloaded = await createDriver(next, { ...stack, destinations: new DestinationRegistry(next.destinations), timeouts }, log, reloadOptions);
@@ -185,6 +210,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         const needsRestart = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(current, key)) !== JSON.stringify(valueAt(next, key)));
         current = { ...next };
         log.level = next.log.level;
+        if (material) listener.updateTls(material);
         // Open transactions finish on the previous plugins, which are closed once they are done.
         void listener.swap(depsFor(next, reloaded, timeouts)).then(() => previous.close());
         return { needsRestart };

@@ -4,6 +4,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { isPasswordHash } from '../auth/password.ts';
 import { parseDestination } from '../destination.ts';
 
 /** Numbers may arrive as text (environment variables, quoted YAML); anything else is kept for the error message. */
@@ -13,6 +14,10 @@ const numeric = (schema: z.ZodNumber) =>
 const positive = (message = 'expected a positive number') => numeric(z.number({ error: message }).positive({ error: message }));
 const positiveInt = (message = 'expected a positive whole number') =>
   numeric(z.number({ error: message }).int({ error: message }).positive({ error: message }));
+
+/** Booleans may arrive as text from environment variables. */
+const bool = () =>
+  z.preprocess((value) => (value === 'true' ? true : value === 'false' ? false : value), z.boolean({ error: 'expected true or false' }));
 
 /** `host:port`; checked here so a bad address is a config error before anything listens. */
 export const destinationText = z.string({ error: 'expected "host:port"' }).superRefine((value, ctx) => {
@@ -56,6 +61,12 @@ export const configSchema = z.strictObject({
       domain: z.string({ error: 'expected a host name' }).min(1, { error: 'expected a host name' }).default('localhost'),
       max_message_bytes: positiveInt().default(10 * 1024 * 1024),
       bare_line_endings: z.enum(['normalize', 'reject'], { error: 'expected "normalize" or "reject"' }).default('normalize'),
+      /** Certificate and key (PEM files) for STARTTLS and the implicit-TLS listener; reloaded when they change. */
+      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      /** A second listener speaking TLS from the first byte (port 465 style); needs `tls`. */
+      implicit_tls_listen: listenText.optional(),
+      /** Refuse MAIL before STARTTLS with 530 5.7.0. */
+      require_tls: bool().default(false),
       /** Clients that may relay without authenticating; everyone else gets 554 5.7.1 at RCPT. */
       allowed_networks: list(cidrText).default(['127.0.0.0/8', '::1/128']),
       /** If set, only recipients in these domains (or their subdomains) are accepted. */
@@ -105,6 +116,24 @@ export const configSchema = z.strictObject({
       concurrency: positiveInt().default(8),
     })
     .prefault({}),
+  auth: z
+    .strictObject({
+      /** Users who may authenticate (AUTH PLAIN/LOGIN) and then relay; hashes from `gosmtp-dup hash-password`. */
+      users: z
+        .array(
+          z.strictObject({
+            user: z.string().min(1),
+            password_hash: z.string().refine(isPasswordHash, { error: 'expected a hash from "gosmtp-dup hash-password" (scrypt$...)' }),
+          }),
+        )
+        .default([]),
+      /** AUTH is offered only over TLS; this also allows it in plain text from loopback clients. */
+      allow_plaintext_on_loopback: bool().default(false),
+      /** Failed AUTH attempts per client address within the window before every attempt is refused. */
+      max_failures: positiveInt().default(5),
+      failure_window_seconds: positive().default(600),
+    })
+    .prefault({}),
   health: z
     .strictObject({
       /** Consecutive failures that open a destination's circuit. */
@@ -125,6 +154,12 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
 }).superRefine((config, ctx) => {
+  if (config.smtp.implicit_tls_listen !== undefined && config.smtp.tls === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['smtp', 'implicit_tls_listen'], message: 'needs smtp.tls (cert and key)', input: config.smtp.implicit_tls_listen });
+  }
+  if (config.smtp.require_tls && config.smtp.tls === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['smtp', 'require_tls'], message: 'needs smtp.tls (cert and key)', input: true });
+  }
   if (config.plugins === undefined && config.relay.destination_primary === undefined) {
     ctx.addIssue({ code: 'custom', path: ['relay', 'destination_primary'], message: 'required', input: undefined });
   }

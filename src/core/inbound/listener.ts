@@ -12,6 +12,7 @@ import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
 import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
 import type { AccessPolicy } from './access.ts';
 import { drain, InboundTransaction, type TransactionDeps } from './transaction.ts';
 
@@ -27,6 +28,12 @@ export interface ListenerOptions {
   maxRecipients: number;
   idleTimeoutMs: number;
   maxErrors: number;
+  /** PEM certificate and key: STARTTLS is offered, and the implicit-TLS listener can run. */
+  tls?: { cert: Buffer; key: Buffer };
+  implicitTlsListen?: SmtpDestination;
+  requireTls: boolean;
+  authenticator: Authenticator;
+  allowPlaintextAuthOnLoopback: boolean;
 }
 
 /** The part of smtp-server's connection object the drain needs. */
@@ -41,7 +48,7 @@ type Callback = (err?: Error | null, message?: string) => void;
 const OUTCOME = { success: 'delivered', tempfail: 'deferred', reject: 'failed' } as const;
 
 export class InboundListener {
-  readonly #server: SMTPServer;
+  readonly #servers: SMTPServer[];
   /** What new transactions are built with; replaced on reload, while open ones keep theirs. */
   #deps: TransactionDeps;
   #waiters: Array<() => void> = [];
@@ -62,12 +69,23 @@ export class InboundListener {
     this.#deps = deps;
     this.#log = deps.log;
     this.#options = options;
-    this.#server = new SMTPServer({
+    this.#servers = [this.#createServer(false)];
+    if (options.implicitTlsListen && options.tls) this.#servers.push(this.#createServer(true));
+  }
+
+  #createServer(implicitTls: boolean): SMTPServer {
+    const options = this.#options;
+    const server = new SMTPServer({
       name: options.domain,
       banner: 'gosmtp-dup',
       size: options.maxMessageBytes,
-      // AUTH and STARTTLS arrive with their own configuration; until then they are not offered.
+      secure: implicitTls,
+      ...(options.tls && { key: options.tls.key, cert: options.tls.cert }),
+      authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
+      // Which commands a session may use is decided per session (#commandsOff); AUTH is then
+      // gated here, not by smtp-server's one global switch.
+      allowInsecureAuth: true,
       disabledCommands: ['AUTH', 'STARTTLS'],
       hideDSN: true,
       hideENHANCEDSTATUSCODES: false,
@@ -85,13 +103,20 @@ export class InboundListener {
         const count = (this.#perClient.get(session.remoteAddress) ?? 0) + 1;
         this.#perClient.set(session.remoteAddress, count);
         this.#counted.add(session);
+        (session as { disabledCommands?: string[] }).disabledCommands = this.#commandsOff(session);
         callback(count > options.maxConnectionsPerClient ? new SmtpReplyError(Replies.tooManyConnections()) : undefined);
       },
+      onSecure: (_socket: unknown, session: SMTPServerSession, callback: () => void) => {
+        (session as { disabledCommands?: string[] }).disabledCommands = this.#commandsOff(session);
+        callback();
+      },
+      onAuth: (auth: { method: string; username?: string; password?: string }, session: SMTPServerSession, callback: (err: Error | null, result?: { user: string }) => void) =>
+        void this.#auth(auth, session, callback),
       onReset: (session: SMTPServerSession) => this.#reset(session.id),
-      onMailFrom: (address, session, callback) => void this.#mail(address, session, callback),
-      onRcptTo: (address, session, callback) => void this.#rcpt(address, session, callback),
-      onData: (stream, session, callback) => void this.#data(stream, session, callback),
-      onClose: (session) => {
+      onMailFrom: (address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) => void this.#mail(address, session, callback),
+      onRcptTo: (address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) => void this.#rcpt(address, session, callback),
+      onData: (stream: Readable, session: SMTPServerSession, callback: Callback) => void this.#data(stream, session, callback),
+      onClose: (session: SMTPServerSession) => {
         this.#closed.add(session);
         if (this.#counted.delete(session)) {
           const left = (this.#perClient.get(session.remoteAddress) ?? 1) - 1;
@@ -104,7 +129,36 @@ export class InboundListener {
     } as ConstructorParameters<typeof SMTPServer>[0]);
     // smtp-server reports a client's connection reset as an 'error' on the server; without a
     // listener that would end the process.
-    this.#server.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ err: err.message, code: err.code }, 'client connection error'));
+    server.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ err: err.message, code: err.code }, 'client connection error'));
+    return server;
+  }
+
+  /** Commands this session may not use: STARTTLS without a certificate, AUTH without TLS. */
+  #commandsOff(session: SMTPServerSession): string[] {
+    const off: string[] = [];
+    if (!this.#options.tls) off.push('STARTTLS');
+    const loopback = this.#options.allowPlaintextAuthOnLoopback && (session.remoteAddress.startsWith('127.') || session.remoteAddress === '::1');
+    if (!this.#options.authenticator.enabled || !(session.secure || loopback)) off.push('AUTH');
+    return off;
+  }
+
+  async #auth(
+    auth: { method: string; username?: string; password?: string },
+    session: SMTPServerSession,
+    callback: (err: Error | null, result?: { user: string }) => void,
+  ): Promise<void> {
+    if (this.#commandsOff(session).includes('AUTH')) return callback(new SmtpReplyError(Replies.authNeedsTls()));
+    const user = auth.username ?? '';
+    const result = await this.#options.authenticator.check(session.remoteAddress, user, auth.password ?? '');
+    // The user name is logged, the password never.
+    this.#log.info({ user, client: session.remoteAddress, result }, 'authentication');
+    if (result === 'ok') return callback(null, { user });
+    callback(new SmtpReplyError(result === 'rate-limited' ? Replies.authRateLimited() : Replies.authFailed()));
+  }
+
+  /** Re-reads nothing itself: installs a new certificate and key on every TLS listener. */
+  updateTls(tls: { cert: Buffer; key: Buffer }): void {
+    for (const server of this.#servers) server.updateSecureContext({ key: tls.key, cert: tls.cert });
   }
 
   /** Open client connections, for metrics. */
@@ -112,15 +166,24 @@ export class InboundListener {
     return this.#live().length;
   }
 
-  listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      const net = this.#server.server;
-      net.once('error', reject);
-      net.listen(this.#options.listen.port, this.#options.listen.host, () => {
-        net.off('error', reject);
-        resolve(net.address() as AddressInfo);
-      });
-    });
+  /** Listens on the SMTP address (and the implicit-TLS one); resolves with the addresses. */
+  async listen(): Promise<AddressInfo[]> {
+    const addresses = [this.#options.listen, this.#options.implicitTlsListen];
+    const bound: AddressInfo[] = [];
+    for (const [index, server] of this.#servers.entries()) {
+      const at = addresses[index]!;
+      bound.push(
+        await new Promise<AddressInfo>((resolve, reject) => {
+          const net = server.server;
+          net.once('error', reject);
+          net.listen(at.port, at.host, () => {
+            net.off('error', reject);
+            resolve(net.address() as AddressInfo);
+          });
+        }),
+      );
+    }
+    return bound;
   }
 
   #connection(session: SMTPServerSession): ConnectionInfo {
@@ -166,6 +229,7 @@ export class InboundListener {
   async #mail(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback): Promise<void> {
     this.#reset(session.id);
     if (this.#draining) return answer(callback, Replies.shuttingDown());
+    if (this.#options.requireTls && !session.secure) return answer(callback, Replies.tlsRequired());
     const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
     const reply = await tx.mail(this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user));
     if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);
@@ -227,7 +291,7 @@ export class InboundListener {
   }
 
   #live(): LiveConnection[] {
-    return [...(this.#server as unknown as { connections: Set<LiveConnection> }).connections];
+    return this.#servers.flatMap((server) => [...(server as unknown as { connections: Set<LiveConnection> }).connections]);
   }
 
   #goodbye(conn: LiveConnection): void {
@@ -246,7 +310,7 @@ export class InboundListener {
   async drain(): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
-    const closed = new Promise<void>((resolve) => this.#server.server.close(() => resolve()));
+    const closed = Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.server.close(() => resolve()))));
     const drained = new Promise<void>((resolve) => {
       this.#drained = resolve;
     });

@@ -1,0 +1,45 @@
+/**
+ * SMTP AUTH (PLAIN, LOGIN) against `auth.users`, with failed attempts rate-limited per client
+ * address: after `maxFailures` within `windowMs`, every attempt from that address is refused
+ * (even a right one) until the window has passed.
+ */
+import { DUMMY_HASH, verifyPassword } from './password.ts';
+
+export type AuthResult = 'ok' | 'invalid' | 'rate-limited';
+
+export class Authenticator {
+  readonly #users: ReadonlyMap<string, string>;
+  readonly #maxFailures: number;
+  readonly #windowMs: number;
+  readonly #failures = new Map<string, number[]>();
+
+  constructor(options: { users: ReadonlyArray<{ user: string; password_hash: string }>; maxFailures: number; windowMs: number }) {
+    this.#users = new Map(options.users.map((u) => [u.user, u.password_hash]));
+    this.#maxFailures = options.maxFailures;
+    this.#windowMs = options.windowMs;
+  }
+
+  get enabled(): boolean {
+    return this.#users.size > 0;
+  }
+
+  async check(client: string, user: string, password: string): Promise<AuthResult> {
+    const now = Date.now();
+    const recent = (this.#failures.get(client) ?? []).filter((at) => now - at < this.#windowMs);
+    if (recent.length >= this.#maxFailures) {
+      this.#failures.set(client, recent);
+      return 'rate-limited';
+    }
+    const hash = this.#users.get(user);
+    const ok = await verifyPassword(password, hash ?? DUMMY_HASH);
+    if (ok && hash !== undefined) {
+      this.#failures.delete(client);
+      return 'ok';
+    }
+    recent.push(now);
+    this.#failures.set(client, recent);
+    // Forget idle clients, so the map cannot grow without bound.
+    if (this.#failures.size > 10_000) for (const [key, times] of this.#failures) if (now - times.at(-1)! >= this.#windowMs) this.#failures.delete(key);
+    return 'invalid';
+  }
+}
