@@ -41,6 +41,7 @@ describe('configuration', () => {
       domain: 'localhost',
       max_message_bytes: 10485760,
       bare_line_endings: 'normalize',
+      require_tls: false,
       allowed_networks: ['127.0.0.0/8', '::1/128'],
       max_connections: 500,
       max_connections_per_client: 50,
