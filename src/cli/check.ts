@@ -5,6 +5,15 @@ import { silentLogger } from '../core/logger.ts';
 import { createDriver } from '../core/router.ts';
 import { pluginEntries } from '../plugins/loader.ts';
 
+const SECRET_KEYS = new Set(['pass', 'password', 'password_hash']);
+
+/** Secrets never leave the process: passwords and hashes print as asterisks. */
+export function redactSecrets(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(redactSecrets);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).map(([key, v]) => [key, SECRET_KEYS.has(key) ? '********' : redactSecrets(v)]));
+}
+
 /** Validates the configuration, plugins included (loaded and set up), and prints it resolved. */
 export async function checkCommand(options: { configFile?: string }): Promise<number> {
   const { config, source } = await loadConfig({ file: options.configFile });
@@ -18,7 +27,7 @@ export async function checkCommand(options: { configFile?: string }): Promise<nu
       ...config,
       plugins: pluginEntries(config).map((entry) => (typeof entry === 'object' && entry !== null && 'name' in entry ? `<plugin ${String((entry as { name: unknown }).name)}>` : entry)),
     };
-    process.stdout.write(`# configuration OK (from ${source}); plugins: ${plugins}\n${stringify(printable)}`);
+    process.stdout.write(`# configuration OK (from ${source}); plugins: ${plugins}\n${stringify(redactSecrets(printable))}`);
     return 0;
   } finally {
     stack.pool.close();

@@ -1,18 +1,45 @@
 /**
  * Destinations: where the router delivers.
- *   `host:port` (IPv6 as `[::1]:25`)  an SMTP server
+ *   `host:port` (IPv6 as `[::1]:25`)  an SMTP server, STARTTLS when offered (opportunistic)
+ *   `smtp://host:25`                  the same
+ *   `smtp+starttls://host:587`        STARTTLS required, certificate verified
+ *   `smtps://host:465`                TLS from the first byte, certificate verified
+ *   `lmtp://host:24`                  an LMTP server (LHLO; a reply per recipient after DATA)
  *   `maildir:/absolute/path`          a local Maildir (an archive, a backup), written atomically
+ * The object form in `destinations:` adds TLS files, credentials and the HELO name.
  */
 import { isIP } from 'node:net';
 import { isAbsolute, normalize } from 'node:path';
+
+export type TlsMode = 'opportunistic' | 'required' | 'implicit';
 
 export interface SmtpDestination {
   readonly kind: 'smtp';
   readonly host: string;
   readonly port: number;
-  /** The destination as configured, used in logs, spool records and metrics. */
+  /** The destination as configured (never with credentials), used in logs, spool records and metrics. */
   readonly label: string;
+  readonly protocol?: 'smtp' | 'lmtp';
+  /** Default `opportunistic`: STARTTLS when offered. */
+  readonly tls?: TlsMode;
+  /** Verify the server's certificate; default on for `required` and `implicit`. */
+  readonly verify?: boolean;
+  /** PEM file paths: a CA to trust, a client certificate and its key. */
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  /** Credentials for AUTH PLAIN/LOGIN, sent only over TLS. */
+  readonly auth?: { readonly user: string; readonly pass: string };
+  /** The name to say EHLO with (default `smtp.domain`). */
+  readonly helo?: string;
 }
+
+const SCHEMES: Record<string, { protocol: 'smtp' | 'lmtp'; tls: TlsMode; port: number }> = {
+  smtp: { protocol: 'smtp', tls: 'opportunistic', port: 25 },
+  'smtp+starttls': { protocol: 'smtp', tls: 'required', port: 25 },
+  smtps: { protocol: 'smtp', tls: 'implicit', port: 465 },
+  lmtp: { protocol: 'lmtp', tls: 'opportunistic', port: 24 },
+};
 
 export interface MaildirDestination {
   readonly kind: 'maildir';
@@ -34,6 +61,22 @@ export function parseDestination(text: string, options: { listen?: boolean } = {
     if (!isAbsolute(path)) return 'expected an absolute path after "maildir:", e.g. "maildir:/var/mail/archive"';
     return { kind: 'maildir', path: normalize(path), label: `maildir:${normalize(path)}` };
   }
+  const uri = /^([a-z+]+):\/\/(.*)$/.exec(value);
+  if (uri && !options.listen) {
+    const scheme = SCHEMES[uri[1]!];
+    if (!scheme) return `unknown scheme "${uri[1]}://" (use smtp://, smtp+starttls://, smtps:// or lmtp://)`;
+    if (uri[2]!.includes('@')) return 'credentials do not belong in the address: use the object form with auth: { user, pass }';
+    const hostPort = parseHostPort(uri[2]!.replace(/\/$/, ''), scheme.port, false);
+    if (typeof hostPort === 'string') return hostPort;
+    const tls = scheme.tls;
+    return { kind: 'smtp', ...hostPort, label: `${uri[1]}://${hostPort.label}`, protocol: scheme.protocol, tls, verify: tls !== 'opportunistic' };
+  }
+  const hostPort = parseHostPort(value, DEFAULT_SMTP_PORT, Boolean(options.listen));
+  if (typeof hostPort === 'string') return hostPort;
+  return { kind: 'smtp', ...hostPort };
+}
+
+function parseHostPort(value: string, defaultPort: number, listen: boolean): { host: string; port: number; label: string } | string {
   let host: string;
   let portText: string | undefined;
   const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(value);
@@ -49,9 +92,32 @@ export function parseDestination(text: string, options: { listen?: boolean } = {
     // Underscores are not valid in DNS names but appear in real configs (the seed's own examples).
     if (!/^[A-Za-z0-9._-]+$/.test(host) || host.startsWith('-')) return 'expected a host name or IP address';
   }
-  const port = portText === undefined ? DEFAULT_SMTP_PORT : Number(portText);
-  const lowest = options.listen ? 0 : 1; // port 0 asks the system for a free port
+  const port = portText === undefined ? defaultPort : Number(portText);
+  const lowest = listen ? 0 : 1; // port 0 asks the system for a free port
   if (!Number.isInteger(port) || port < lowest || port > 65535) return 'expected a port between 1 and 65535';
-  const label = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
-  return { kind: 'smtp', host, port, label };
+  return { host, port, label: isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}` };
+}
+
+/** The object form of a destination in `destinations:`. */
+export interface DestinationSpec {
+  url: string;
+  tls?: { verify?: boolean; ca?: string; cert?: string; key?: string };
+  auth?: { user: string; pass: string };
+  helo?: string;
+}
+
+export function destinationFromSpec(spec: string | DestinationSpec): Destination | string {
+  if (typeof spec === 'string') return parseDestination(spec);
+  const base = parseDestination(spec.url);
+  if (typeof base === 'string') return base;
+  if (base.kind !== 'smtp') return base;
+  return {
+    ...base,
+    ...(spec.tls?.verify !== undefined && { verify: spec.tls.verify }),
+    ...(spec.tls?.ca && { ca: spec.tls.ca }),
+    ...(spec.tls?.cert && { cert: spec.tls.cert }),
+    ...(spec.tls?.key && { key: spec.tls.key }),
+    ...(spec.auth && { auth: spec.auth }),
+    ...(spec.helo && { helo: spec.helo }),
+  };
 }

@@ -3,16 +3,16 @@
  * A reference is a configured name, a literal `maildir:/path`, or a literal `host:port` with an explicit port, so that a
  * misspelt name is an error instead of a connection to a host of that name on port 25.
  */
-import { parseDestination, type Destination } from './destination.ts';
+import { destinationFromSpec, parseDestination, type Destination, type DestinationSpec } from './destination.ts';
 
 export type DestinationRef = string | Destination;
 
 export class DestinationRegistry {
   readonly #named: ReadonlyMap<string, Destination>;
 
-  constructor(named: Readonly<Record<string, string>> = {}) {
-    const entries = Object.entries(named).map(([name, address]) => {
-      const parsed = parseDestination(address);
+  constructor(named: Readonly<Record<string, string | DestinationSpec>> = {}) {
+    const entries = Object.entries(named).map(([name, spec]) => {
+      const parsed = destinationFromSpec(spec);
       if (typeof parsed === 'string') throw new Error(`destinations.${name}: ${parsed}`);
       return [name, parsed] as const;
     });
@@ -28,7 +28,7 @@ export class DestinationRegistry {
     if (typeof ref !== 'string') return ref;
     const named = this.#named.get(ref);
     if (named) return named;
-    if (!/:\d+$/.test(ref.trim()) && !ref.trim().startsWith('maildir:')) {
+    if (!/:\d+$/.test(ref.trim()) && !/^[a-z+]+:/.test(ref.trim())) {
       const known = this.names();
       return `unknown destination "${ref}"${known.length ? ` (configured: ${known.join(', ')})` : ''}; use a name from destinations:, "host:port" or "maildir:/path"`;
     }

@@ -21,6 +21,10 @@ export interface CapturedMessage {
   readonly size: number;
   /** SHA-256 of the message as received, hex. */
   readonly sha256: string;
+  /** The session was encrypted (STARTTLS or implicit TLS). */
+  readonly secure: boolean;
+  /** The user the client authenticated as, if it did. */
+  readonly user?: string;
   readonly receivedAt: number;
 }
 
@@ -56,6 +60,14 @@ export interface SinkOptions {
   size?: number;
   /** Keep only size and hash of each body (for very large messages). */
   discard?: boolean;
+  /** Offer STARTTLS with this certificate and key (PEM). */
+  tls?: { cert: Buffer | string; key: Buffer | string };
+  /** TLS from the first byte (needs `tls`). */
+  secure?: boolean;
+  /** Require AUTH (PLAIN/LOGIN) with these user: password pairs. */
+  users?: Record<string, string>;
+  /** Speak LMTP (LHLO, one reply per recipient after DATA). */
+  lmtp?: boolean;
 }
 
 class ReplyError extends Error {
@@ -81,8 +93,16 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
 
   const server = new SMTPServer({
     name: options.name ?? 'sink',
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
+    authOptional: !options.users,
+    disabledCommands: [...(options.users ? [] : ['AUTH']), ...(options.tls ? [] : ['STARTTLS'])],
+    ...(options.tls && { key: options.tls.key, cert: options.tls.cert }),
+    secure: Boolean(options.secure),
+    lmtp: Boolean(options.lmtp),
+    authMethods: ['PLAIN', 'LOGIN'],
+    onAuth(auth, _session, callback) {
+      if (options.users?.[auth.username ?? ''] === auth.password) return callback(null, { user: auth.username });
+      callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+    },
     disableReverseLookup: true,
     logger: false,
     size: options.size,
@@ -115,7 +135,15 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
       stream.on('end', () => {
         const envelope = envelopes.get(session.id)!;
         envelopes.delete(session.id);
-        const message: CapturedMessage = { ...envelope, body: Buffer.concat(chunks), size, sha256: hash.digest('hex'), receivedAt: Date.now() };
+        const message: CapturedMessage = {
+          ...envelope,
+          body: Buffer.concat(chunks),
+          size,
+          sha256: hash.digest('hex'),
+          secure: Boolean(session.secure),
+          user: typeof session.user === 'string' ? session.user : undefined,
+          receivedAt: Date.now(),
+        };
         if ((stream as unknown as { sizeExceeded?: boolean }).sizeExceeded) return callback(new Error('too big'));
         void Promise.resolve(behaviour.data?.(message)).then((refusal) => {
           if (refusal) return callback(new ReplyError(refusal));
@@ -125,7 +153,9 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
             : Promise.resolve();
           done.then(
             () => {
-              callback(null, `2.0.0 Ok: queued as ${options.name ?? 'sink'}-${messages.length}`);
+              const ok = `2.0.0 Ok: queued as ${options.name ?? 'sink'}-${messages.length}`;
+              if (options.lmtp) (callback as unknown as (err: null, replies: string[]) => void)(null, message.to.map(() => ok));
+              else callback(null, ok);
               for (const wake of waiters.splice(0)) wake();
             },
             (err: Error) => callback(err),

@@ -130,6 +130,27 @@ export function describeIssues(error: z.ZodError): string[] {
   });
 }
 
+/**
+ * `${NAME}` in any string of the configuration is replaced by the environment variable NAME, so
+ * that secrets need not sit in files; an unset variable is a problem naming the key.
+ */
+export function expandEnvironment(raw: unknown, env: NodeJS.ProcessEnv, problems: string[], path: string[] = []): unknown {
+  if (typeof raw === 'string') {
+    return raw.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_match, name: string) => {
+      const value = env[name];
+      if (value === undefined) problems.push(`${path.join('.')}: environment variable ${name} is not set`);
+      return value ?? '';
+    });
+  }
+  if (Array.isArray(raw)) return raw.map((item, index) => expandEnvironment(item, env, problems, [...path, String(index)]));
+  // Plain data only: plugin objects (with hooks, or class instances) from a TypeScript config are left as they are.
+  const proto = typeof raw === 'object' && raw !== null ? Object.getPrototypeOf(raw) : undefined;
+  if (isPlainObject(raw) && (proto === Object.prototype || proto === null) && !Object.values(raw).some((v) => typeof v === 'function')) {
+    return Object.fromEntries(Object.entries(raw).map(([key, value]) => [key, expandEnvironment(value, env, problems, [...path, key])]));
+  }
+  return raw;
+}
+
 export function validateConfig(raw: unknown, source: string): Config {
   const result = configSchema.safeParse(raw, { reportInput: true });
   if (!result.success) throw new ConfigError(describeIssues(result.error).flatMap((line) => line.split('\n')), source);
@@ -144,6 +165,10 @@ export function configDir(source: string): string {
 export async function loadConfig(options: { file?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<LoadedConfig> {
   const cwd = options.cwd ?? process.cwd();
   const { raw, source } = await readConfigFile(options.file, cwd);
-  const config = validateConfig(applyEnvironment(raw ?? {}, options.env ?? process.env), source);
+  const env = options.env ?? process.env;
+  const problems: string[] = [];
+  const expanded = expandEnvironment(applyEnvironment(raw ?? {}, env), env, problems);
+  if (problems.length) throw new ConfigError(problems, source);
+  const config = validateConfig(expanded, source);
   return { config, source };
 }

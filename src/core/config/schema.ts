@@ -89,9 +89,20 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** Named destinations, referenced by name from plugins and routes. */
   destinations: z
-    .record(z.string().regex(/^[A-Za-z0-9_-]+$/, { error: 'expected a name of letters, digits, "-" or "_"' }), destinationText, {
-      error: 'expected a map of name: "host:port"',
-    })
+    .record(
+      z.string().regex(/^[A-Za-z0-9_-]+$/, { error: 'expected a name of letters, digits, "-" or "_"' }),
+      z.union([
+        destinationText,
+        z.strictObject({
+          url: destinationText,
+          tls: z.strictObject({ verify: bool().optional(), ca: z.string().optional(), cert: z.string().optional(), key: z.string().optional() }).optional(),
+          /** Credentials: write the password as "${ENV_NAME}" so it never sits in the file. */
+          auth: z.strictObject({ user: z.string().min(1), pass: z.string().min(1) }).optional(),
+          helo: z.string().regex(/^[A-Za-z0-9.-]+$/, { error: 'expected a host name' }).optional(),
+        }),
+      ], { error: 'expected "host:port", a URL like "smtps://host:465", or { url, tls, auth, helo }' }),
+      { error: 'expected a map of name: destination' },
+    )
     .default({}),
   /**
    * Routing plugins in order (see docs/plugins.md): a built-in name or a path/package, with options

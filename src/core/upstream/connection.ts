@@ -8,8 +8,10 @@
  *
  * Replies are matched to commands in order, so commands may be pipelined.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import tls from 'node:tls';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import type { SmtpDestination } from '../destination.ts';
 import { DotStuffed } from '../message-stream.ts';
@@ -44,37 +46,56 @@ export class UpstreamConnection {
   /** When the connection was last used, for idle expiry in the pool. */
   lastUsed = Date.now();
 
+  #detach: () => void = () => undefined;
+  /** The connection is encrypted (implicit TLS or after STARTTLS). */
+  secure = false;
+
   private constructor(destination: SmtpDestination, socket: net.Socket) {
     this.destination = destination;
     this.#socket = socket;
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (err) => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err })));
-    socket.on('close', () => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed')));
+    this.#attach(socket);
   }
 
-  /** Connects, reads the greeting, and says EHLO (HELO if EHLO is refused). */
+  #attach(socket: net.Socket): void {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    const onData = (chunk: Buffer) => this.#onData(chunk);
+    const onError = (err: Error) => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err }));
+    const onClose = () => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed'));
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    this.#detach = () => {
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+    };
+  }
+
+  /**
+   * Connects (TLS from the first byte for `smtps://`), reads the greeting, says EHLO (LHLO for
+   * LMTP; HELO if EHLO is refused), upgrades with STARTTLS when offered or required, and
+   * authenticates when the destination has credentials, only ever over TLS.
+   */
   static async open(destination: SmtpDestination, options: ConnectOptions): Promise<UpstreamConnection> {
     const socket = await connectSocket(destination, options.timeoutMs);
     const conn = new UpstreamConnection(destination, socket);
+    conn.secure = destination.tls === 'implicit';
+    const unavailable = (message: string, step: string) => new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} ${message}`, { step });
     try {
       const greeting = await conn.#expect('greeting', options.timeoutMs);
-      if (greeting.code !== 220) {
-        throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} greeted with ${greeting.code} ${greeting.text}`, {
-          step: 'greeting',
-        });
+      if (greeting.code !== 220) throw unavailable(`greeted with ${greeting.code} ${greeting.text}`, 'greeting');
+      const helo = destination.helo ?? options.heloName;
+      await conn.#hello(helo, options.timeoutMs, unavailable);
+      const mode = destination.tls ?? 'opportunistic';
+      if (!conn.secure && (mode === 'required' || (mode === 'opportunistic' && conn.extensions.has('STARTTLS')))) {
+        if (!conn.extensions.has('STARTTLS')) throw unavailable('does not offer STARTTLS, which this destination requires', 'STARTTLS');
+        const go = await conn.command('STARTTLS', 'STARTTLS', options.timeoutMs);
+        if (go.code !== 220) throw unavailable(`refused STARTTLS with ${go.code} ${go.text}`, 'STARTTLS');
+        await conn.#upgrade(options.timeoutMs);
+        await conn.#hello(helo, options.timeoutMs, unavailable);
       }
-      let hello = await conn.command(`EHLO ${options.heloName}`, 'EHLO', options.timeoutMs);
-      if (hello.code >= 500) hello = await conn.command(`HELO ${options.heloName}`, 'HELO', options.timeoutMs);
-      if (hello.code !== 250) {
-        throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} refused EHLO/HELO with ${hello.code} ${hello.text}`, {
-          step: 'EHLO',
-        });
-      }
-      for (const line of hello.lines.slice(1)) {
-        const [keyword, ...rest] = line.trim().split(/\s+/);
-        if (keyword) conn.extensions.set(keyword.toUpperCase(), rest.join(' '));
-      }
+      if (destination.auth) await conn.#authenticate(destination.auth, options.timeoutMs, unavailable);
       return conn;
     } catch (err) {
       conn.destroy();
@@ -82,6 +103,59 @@ export class UpstreamConnection {
         ? new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} closed the connection before it was ready`, { cause: err })
         : err;
     }
+  }
+
+  async #hello(name: string, timeoutMs: number, unavailable: (message: string, step: string) => GsdError): Promise<void> {
+    const lmtp = this.destination.protocol === 'lmtp';
+    let hello = await this.command(`${lmtp ? 'LHLO' : 'EHLO'} ${name}`, lmtp ? 'LHLO' : 'EHLO', timeoutMs);
+    if (hello.code >= 500 && !lmtp) hello = await this.command(`HELO ${name}`, 'HELO', timeoutMs);
+    if (hello.code !== 250) throw unavailable(`refused EHLO/HELO with ${hello.code} ${hello.text}`, 'EHLO');
+    this.extensions.clear();
+    for (const line of hello.lines.slice(1)) {
+      const [keyword, ...rest] = line.trim().split(/\s+/);
+      if (keyword) this.extensions.set(keyword.toUpperCase(), rest.join(' '));
+    }
+  }
+
+  /** Hands the socket to TLS after the server said 220 to STARTTLS. */
+  async #upgrade(timeoutMs: number): Promise<void> {
+    const plain = this.#socket;
+    this.#detach();
+    const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const socket = tls.connect({ socket: plain, ...tlsOptions(this.destination) });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new GsdError(ErrorCodes.UPSTREAM_TIMEOUT, `${this.destination.label}: TLS handshake timed out`, { step: 'STARTTLS' }));
+      }, timeoutMs);
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve(socket);
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${this.destination.label}: TLS failed: ${err.message}`, { cause: err, step: 'STARTTLS' }));
+      });
+    });
+    this.#reader = new ReplyReader();
+    this.#attach(secure);
+    this.secure = true;
+  }
+
+  /** AUTH PLAIN (or LOGIN when only that is offered); credentials never travel in plain text. */
+  async #authenticate(auth: { user: string; pass: string }, timeoutMs: number, unavailable: (message: string, step: string) => GsdError): Promise<void> {
+    if (!this.secure) throw unavailable('would receive credentials without TLS: refused (use smtp+starttls:// or smtps://)', 'AUTH');
+    const methods = (this.extensions.get('AUTH') ?? '').toUpperCase().split(/\s+/);
+    let reply: UpstreamReply;
+    if (methods.includes('PLAIN') || !methods.includes('LOGIN')) {
+      reply = await this.command(`AUTH PLAIN ${Buffer.from(`\0${auth.user}\0${auth.pass}`).toString('base64')}`, 'AUTH', timeoutMs);
+    } else {
+      reply = await this.command('AUTH LOGIN', 'AUTH', timeoutMs);
+      if (reply.code === 334) reply = await this.command(Buffer.from(auth.user).toString('base64'), 'AUTH', timeoutMs);
+      if (reply.code === 334) reply = await this.command(Buffer.from(auth.pass).toString('base64'), 'AUTH', timeoutMs);
+    }
+    // The reply is named, the credentials are not.
+    if (reply.code !== 235) throw unavailable(`refused our credentials for ${auth.user}: ${reply.code} ${reply.text}`, 'AUTH');
   }
 
   get usable(): boolean {
@@ -103,7 +177,7 @@ export class UpstreamConnection {
    * connection is destroyed before the terminating dot, so the upstream never accepts a partial
    * message; the body stream is always destroyed if it was not read to its end.
    */
-  async data(source: Readable | (() => Readable), timeoutMs: number, finalTimeoutMs: number): Promise<UpstreamReply> {
+  async data(source: Readable | (() => Readable), timeoutMs: number, finalTimeoutMs: number, finalReplies = 1): Promise<UpstreamReply> {
     const go = await this.command('DATA', 'DATA', timeoutMs);
     if (go.code !== 354) {
       // A 2xx to DATA would be taken for a success although no message was sent.
@@ -116,7 +190,9 @@ export class UpstreamConnection {
     }
     const body = typeof source === 'function' ? source() : source;
     // The final reply cannot come before the terminator is written, so its clock starts then.
-    const final = this.#expect('final', finalTimeoutMs, false);
+    // LMTP answers once per accepted recipient; one verdict is made of them (the worst).
+    const finals = Array.from({ length: Math.max(1, finalReplies) }, () => this.#expect('final', finalTimeoutMs, false));
+    const final = Promise.all(finals).then(worstReply);
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
     const wire = new DotStuffed();
     await new Promise<void>((resolve, reject) => {
@@ -180,8 +256,8 @@ export class UpstreamConnection {
   }
 
   #armHeadTimer(): void {
-    const head = this.#pending[0];
-    if (head && head.timer === undefined) head.timer = this.#timer(head.step, head.timeoutMs);
+    // Every reply that was waiting for the body (one, or one per LMTP recipient) starts its clock.
+    for (const pending of this.#pending) if (pending.timer === undefined) pending.timer = this.#timer(pending.step, pending.timeoutMs);
   }
 
   #timer(step: string, timeoutMs: number): NodeJS.Timeout {
@@ -225,14 +301,31 @@ export class UpstreamConnection {
   }
 }
 
+/** Of several replies (LMTP), a temporary failure if any, else a rejection if any, else the first. */
+function worstReply(replies: UpstreamReply[]): UpstreamReply {
+  return replies.find((r) => r.code >= 400 && r.code < 500) ?? replies.find((r) => r.code >= 500) ?? replies[0]!;
+}
+
+/** TLS client options for a destination: SNI for host names, verification, CA and client certificate. */
+function tlsOptions(destination: SmtpDestination): tls.ConnectionOptions {
+  return {
+    servername: net.isIP(destination.host) ? undefined : destination.host,
+    rejectUnauthorized: destination.verify ?? (destination.tls ?? 'opportunistic') !== 'opportunistic',
+    ...(destination.ca && { ca: readFileSync(destination.ca) }),
+    ...(destination.cert && { cert: readFileSync(destination.cert) }),
+    ...(destination.key && { key: readFileSync(destination.key) }),
+  };
+}
+
 function connectSocket(destination: SmtpDestination, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: destination.host, port: destination.port });
+    const implicit = destination.tls === 'implicit';
+    const socket = implicit ? tls.connect({ host: destination.host, port: destination.port, ...tlsOptions(destination) }) : net.connect({ host: destination.host, port: destination.port });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new GsdError(ErrorCodes.UPSTREAM_TIMEOUT, `${destination.label}: connect timed out after ${timeoutMs} ms`, { step: 'connect' }));
     }, timeoutMs);
-    socket.once('connect', () => {
+    socket.once(implicit ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
       resolve(socket);

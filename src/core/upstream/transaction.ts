@@ -104,9 +104,14 @@ export class UpstreamTransaction implements DeliveryTransaction {
     return this.#conn;
   }
 
-  rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
+  /** Recipients the upstream accepted: an LMTP server answers DATA once for each. */
+  #accepted = 0;
+
+  async rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
     const conn = this.#connection();
-    return conn.command(rcptCommand(recipient, conn.extensions), 'RCPT', this.#timeouts.timeoutMs).catch((err: unknown) => this.#lost(err));
+    const reply = await conn.command(rcptCommand(recipient, conn.extensions), 'RCPT', this.#timeouts.timeoutMs).catch((err: unknown) => this.#lost(err));
+    if (reply.code >= 200 && reply.code < 300) this.#accepted++;
+    return reply;
   }
 
   /** A connection lost or timed out mid-dialogue counts against the destination's health. */
@@ -120,7 +125,8 @@ export class UpstreamTransaction implements DeliveryTransaction {
     const conn = this.#connection();
     this.#conn = undefined;
     try {
-      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs);
+      const lmtp = conn.destination.protocol === 'lmtp';
+      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs, lmtp ? this.#accepted : 1);
       // A refused DATA (not 354) leaves the transaction open upstream.
       if (reply.code !== 250) conn.dirty = true;
       this.#pool.release(conn);

@@ -1,0 +1,99 @@
+/**
+ * Outbound per destination: TLS modes (opportunistic, required, implicit) with verification,
+ * credentials only over TLS, secrets from the environment, LMTP.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/core/config/load.ts';
+import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { BIN } from './helpers/child-router.ts';
+import { selfSigned } from './helpers/certs.ts';
+import { router, sink, tempDir } from './helpers/fixtures.ts';
+
+const message = () => ({ from: 'a@example.com', to: ['b@example.net'], body: sampleMessage('outbound') });
+
+async function tlsSink(t: Parameters<typeof sink>[0], options: Parameters<typeof sink>[1] = {}) {
+  const dir = await tempDir(t);
+  const files = await selfSigned(dir);
+  const material = { cert: await readFile(files.cert), key: await readFile(files.key) };
+  return { sink: await sink(t, { ...options, tls: material }), ca: files.cert };
+}
+
+describe('outbound TLS and AUTH', () => {
+  test('host:port upgrades with STARTTLS when offered (opportunistic, unverified)', async (t) => {
+    const { sink: upstream } = await tlsSink(t);
+    const r = await router(t, { config: { relay: { destination_primary: upstream.label } } });
+    assert.equal((await sendMail(r.port, message())).data?.code, 250);
+    assert.equal(upstream.messages[0]!.secure, true);
+  });
+
+  test('smtp+starttls:// verifies the certificate: an untrusted one is a 451, a trusted CA works', async (t) => {
+    const { sink: upstream, ca } = await tlsSink(t);
+    const untrusted = await router(t, { config: { relay: { destination_primary: `smtp+starttls://${upstream.label}` } } });
+    const refused = await sendMail(untrusted.port, message());
+    assert.equal(refused.mail.code, 451, 'never 250, never 5xx');
+    assert.equal(upstream.messages.length, 0);
+
+    const trusted = await router(t, { config: { destinations: { up: { url: `smtp+starttls://${upstream.label}`, tls: { ca } } }, plugins: [{ failover: { destinations: ['up'] } }] } });
+    assert.equal((await sendMail(trusted.port, message())).data?.code, 250);
+    assert.equal(upstream.messages[0]!.secure, true);
+  });
+
+  test('smtps:// speaks TLS from the first byte', async (t) => {
+    const { sink: upstream, ca } = await tlsSink(t, { secure: true });
+    const r = await router(t, { config: { destinations: { up: { url: `smtps://${upstream.label}`, tls: { ca } } }, plugins: [{ failover: { destinations: ['up'] } }] } });
+    assert.equal((await sendMail(r.port, message())).data?.code, 250);
+    assert.equal(upstream.messages[0]!.secure, true);
+  });
+
+  test('credentials from ${ENV} authenticate over TLS and are never printed by check', async (t) => {
+    const { sink: upstream, ca } = await tlsSink(t, { users: { relayuser: 's3cret-pass' } });
+    const dir = await tempDir(t);
+    const file = join(dir, 'config.yaml');
+    await writeFile(
+      file,
+      stringify({
+        destinations: { up: { url: `smtp+starttls://${upstream.label}`, tls: { ca }, auth: { user: 'relayuser', pass: '${UPSTREAM_PASS}' } } },
+        plugins: [{ failover: { destinations: ['up'] } }],
+      }),
+    );
+    const { config } = await loadConfig({ file, env: { UPSTREAM_PASS: 's3cret-pass' } });
+    const r = await router(t, { config: config as never });
+    assert.equal((await sendMail(r.port, message())).data?.code, 250);
+    assert.equal(upstream.messages[0]!.user, 'relayuser');
+
+    const check = await new Promise<{ stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [BIN, 'check', '--config', file], { env: { ...process.env, UPSTREAM_PASS: 's3cret-pass' } }, (_e, stdout, stderr) => resolve({ stdout, stderr })),
+    );
+    assert.match(check.stdout, /pass: "\*{8}"/);
+    assert.doesNotMatch(check.stdout + check.stderr, /s3cret-pass/);
+    const missing = await loadConfig({ file, env: {} }).catch((err: Error) => err);
+    assert.match(String((missing as { problems?: string[] }).problems), /destinations\.up\.auth\.pass: environment variable UPSTREAM_PASS is not set/);
+  });
+
+  test('credentials are never sent without TLS', async (t) => {
+    const upstream = await sink(t, { users: { relayuser: 'x' } }); // no STARTTLS offered
+    const r = await router(t, { config: { destinations: { up: { url: upstream.label, auth: { user: 'relayuser', pass: 'x' } } }, plugins: [{ failover: { destinations: ['up'] } }] } });
+    const result = await sendMail(r.port, message());
+    assert.equal(result.mail.code, 451);
+    assert.equal(upstream.messages.length, 0);
+  });
+
+  test('lmtp:// delivers with LHLO and one reply per recipient', async (t) => {
+    const upstream = await sink(t, { lmtp: true });
+    const r = await router(t, { config: { relay: { destination_primary: `lmtp://${upstream.label}` } } });
+    const result = await sendMail(r.port, { from: 'a@example.com', to: ['b@example.net', 'c@example.net'], body: sampleMessage('lmtp') });
+    assert.equal(result.data?.code, 250);
+    assert.deepEqual(upstream.messages[0]!.to, ['b@example.net', 'c@example.net']);
+  });
+
+  test('unknown schemes and credentials in URLs are configuration errors', async () => {
+    const { validateConfig, ConfigError } = await import('../src/core/config/load.ts');
+    assert.throws(() => validateConfig({ relay: { destination_primary: 'ftp://x:21' } }, 't'), (e) => e instanceof ConfigError && /unknown scheme "ftp:\/\/"/.test(e.problems[0]!));
+    assert.throws(() => validateConfig({ relay: { destination_primary: 'smtps://u:p@x:465' } }, 't'), (e) => e instanceof ConfigError && /credentials do not belong in the address/.test(e.problems[0]!));
+  });
+});
