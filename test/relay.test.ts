@@ -245,3 +245,43 @@ describe('regressions found in review', () => {
     });
   }
 });
+
+describe('envelope parameters', () => {
+  test('DSN parameters (RET, ENVID, NOTIFY, ORCPT), BODY and SIZE reach an upstream that announces them, exactly', async (t) => {
+    const primary = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    const ehlo = await client.command('EHLO c');
+    assert.ok(ehlo.lines.includes('DSN'));
+    assert.equal((await client.command('MAIL FROM:<a@example.com> RET=HDRS ENVID=QQ314159 BODY=8BITMIME SIZE=120')).code, 250);
+    assert.equal((await client.command('RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.net')).code, 250);
+    assert.equal((await client.data('Subject: dsn\r\n\r\nhi\r\n')).code, 250);
+    assert.deepEqual(primary.messages[0]!.mailParams, ['RET=HDRS', 'ENVID=QQ314159', 'BODY=8BITMIME', 'SIZE=120']);
+    assert.deepEqual(primary.messages[0]!.rcptParams, [['NOTIFY=SUCCESS,FAILURE', 'ORCPT=rfc822;b@example.net']]);
+  });
+
+  test('parameters an upstream does not announce are not sent to it', async (t) => {
+    const plain = await rawServer(t, 'lenient'); // EHLO: PIPELINING only
+    const r = await router(t, { config: { relay: { destination_primary: plain.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    await client.command('MAIL FROM:<a@example.com> RET=FULL BODY=8BITMIME');
+    await client.command('RCPT TO:<b@example.net> NOTIFY=NEVER');
+    assert.equal((await client.data('Subject: plain\r\n\r\nhi\r\n')).code, 250);
+    assert.ok(plain.commands.includes('MAIL FROM:<a@example.com>'), plain.commands.join(' | '));
+    assert.ok(plain.commands.includes('RCPT TO:<b@example.net>'));
+  });
+
+  test('SMTPUTF8 mail for an upstream without SMTPUTF8 is a clear 553 5.6.7, nothing is sent', async (t) => {
+    const plain = await rawServer(t, 'lenient');
+    const r = await router(t, { config: { relay: { destination_primary: plain.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    const mail = await client.command('MAIL FROM:<jöran@exämple.se> SMTPUTF8');
+    assert.deepEqual([mail.code, mail.enhanced], [553, '5.6.7']);
+    assert.ok(!plain.commands.some((c) => c.startsWith('MAIL')));
+  });
+});

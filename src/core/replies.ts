@@ -86,6 +86,11 @@ export const Replies = {
   authRateLimited: (): SmtpReply => ({ code: 454, enhanced: '4.7.0', text: 'Too many failed authentication attempts, try again later' }),
   authNeedsTls: (): SmtpReply => ({ code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' }),
   tlsRequired: (): SmtpReply => ({ code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' }),
+  smtputf8Unsupported: (destination: string): SmtpReply => ({
+    code: 553,
+    enhanced: '5.6.7',
+    text: `The next hop (${destination}) does not support SMTPUTF8 (internationalised mail)`,
+  }),
   relayDenied: (): SmtpReply => ({ code: 554, enhanced: '5.7.1', text: 'Relay access denied' }),
   tooManyConnections: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }),
   tooManyErrors: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many errors, closing the connection' }),

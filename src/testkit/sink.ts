@@ -105,8 +105,9 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
     },
     disableReverseLookup: true,
     logger: false,
-    size: options.size,
+    size: options.size ?? 100 * 1024 * 1024,
     hideENHANCEDSTATUSCODES: false,
+    hideDSN: false,
     onMailFrom(address, session, callback) {
       const { address: from, params } = raw(address);
       const refusal = behaviour.mail?.(from);

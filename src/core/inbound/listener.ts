@@ -87,7 +87,8 @@ export class InboundListener {
       // gated here, not by smtp-server's one global switch.
       allowInsecureAuth: true,
       disabledCommands: ['AUTH', 'STARTTLS'],
-      hideDSN: true,
+      // DSN parameters are accepted and passed on to upstreams that announce DSN.
+      hideDSN: false,
       hideENHANCEDSTATUSCODES: false,
       disableReverseLookup: true,
       logger: false,

@@ -8,6 +8,7 @@ import type { Destination, SmtpDestination } from '../destination.ts';
 import { MaildirTransaction } from './maildir.ts';
 import { mailCommand, rcptCommand, type EnvelopeAddress } from '../envelope.ts';
 import { ErrorCodes, GsdError } from '../errors.ts';
+import { Replies } from '../replies.ts';
 import type { UpstreamConnection } from './connection.ts';
 import type { UpstreamPool } from './pool.ts';
 import type { UpstreamReply } from './reply-reader.ts';
@@ -73,6 +74,12 @@ export class UpstreamTransaction implements DeliveryTransaction {
       }
       try {
         let { conn, reused } = await pool.acquire(destination);
+        // RFC 6531: mail that needs SMTPUTF8 cannot go to a server without it; a clear 553, not a mangled message.
+        if (sender.params.some((p) => p.toUpperCase() === 'SMTPUTF8') && !conn.extensions.has('SMTPUTF8')) {
+          pool.release(conn);
+          pool.health.success(destination);
+          return { tx: undefined, reply: { ...Replies.smtputf8Unsupported(destination.label), lines: [] }, destination };
+        }
         let reply: UpstreamReply;
         try {
           reply = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs);
