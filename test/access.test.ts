@@ -127,3 +127,22 @@ describe('limits', () => {
     assert.equal(timeout.code, 421);
   });
 });
+
+describe('LMTP listener', () => {
+  test('smtp.lmtp_listen speaks LMTP: LHLO, and one reply per recipient after DATA', async (t) => {
+    const primary = await sink(t, { behaviour: { rcpt: (to) => (to.startsWith('no') ? { code: 550, enhanced: '5.1.1', text: 'unknown' } : undefined) } });
+    const r = await router(t, { config: { smtp: { lmtp_listen: '127.0.0.1:0' }, relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.router.lmtpAddress!.port);
+    t.after(() => client.destroy());
+    assert.match(client.greeting.text, /LMTP/);
+    assert.equal((await client.command('LHLO c')).code, 250);
+    await client.command('MAIL FROM:<a@example.com>');
+    assert.equal((await client.command('RCPT TO:<one@example.net>')).code, 250);
+    assert.equal((await client.command('RCPT TO:<no@example.net>')).code, 550);
+    assert.equal((await client.command('RCPT TO:<two@example.net>')).code, 250);
+    const first = await client.data(sampleMessage('lmtp'));
+    const second = await client.next();
+    assert.deepEqual([first.code, second.code], [250, 250], 'one verdict for each accepted recipient');
+    assert.deepEqual(primary.messages[0]!.to, ['one@example.net', 'two@example.net']);
+  });
+});

@@ -32,6 +32,8 @@ export interface Router {
   readonly address: AddressInfo;
   /** The implicit-TLS listener's address, when `smtp.implicit_tls_listen` is set. */
   readonly tlsAddress?: AddressInfo;
+  /** The LMTP listener's address, when `smtp.lmtp_listen` is set. */
+  readonly lmtpAddress?: AddressInfo;
   /** Where /metrics, /healthz and /readyz are served, when `metrics.listen` is set. */
   readonly opsAddress?: AddressInfo;
   readonly spool: FsSpool;
@@ -47,7 +49,7 @@ export interface Router {
 }
 
 /** Keys a reload cannot apply to a running router. */
-const RESTART_KEYS = ['smtp.listen', 'smtp.implicit_tls_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
+const RESTART_KEYS = ['smtp.listen', 'smtp.implicit_tls_listen', 'smtp.lmtp_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
 
 function valueAt(config: Config, key: string): unknown {
   return key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], config);
@@ -150,12 +152,13 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         maxErrors: config.smtp.max_errors,
         tls,
         implicitTlsListen: config.smtp.implicit_tls_listen === undefined ? undefined : listenAddress(config.smtp.implicit_tls_listen),
+        lmtpListen: config.smtp.lmtp_listen === undefined ? undefined : listenAddress(config.smtp.lmtp_listen),
         requireTls: config.smtp.require_tls,
         authenticator: new Authenticator({ users: config.auth.users, maxFailures: config.auth.max_failures, windowMs: config.auth.failure_window_seconds * 1000 }),
         allowPlaintextAuthOnLoopback: config.auth.allow_plaintext_on_loopback,
       },
     );
-    const [address, tlsAddress] = await listener.listen();
+    const { smtp: address, tls: tlsAddress, lmtp: lmtpAddress } = await listener.listen();
     cleanups.push(() => listener.drain());
     if (config.smtp.tls) {
       const files = config.smtp.tls;
@@ -196,8 +199,9 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     );
 
     return {
-      address: address!,
+      address,
       tlsAddress,
+      lmtpAddress,
       opsAddress: ops?.address,
       async reload(next, reloadOptions = {}) {
         // Everything that can fail is done before anything changes.

@@ -65,6 +65,8 @@ export const configSchema = z.strictObject({
       tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
       /** A second listener speaking TLS from the first byte (port 465 style); needs `tls`. */
       implicit_tls_listen: listenText.optional(),
+      /** An LMTP listener (LHLO; a reply per recipient after DATA), for Postfix's lmtp transport. */
+      lmtp_listen: listenText.optional(),
       /** Refuse MAIL before STARTTLS with 530 5.7.0. */
       require_tls: bool().default(false),
       /** Clients that may relay without authenticating; everyone else gets 554 5.7.1 at RCPT. */

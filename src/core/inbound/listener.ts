@@ -31,6 +31,8 @@ export interface ListenerOptions {
   /** PEM certificate and key: STARTTLS is offered, and the implicit-TLS listener can run. */
   tls?: { cert: Buffer; key: Buffer };
   implicitTlsListen?: SmtpDestination;
+  /** An LMTP listener (Postfix's lmtp transport): one verdict per recipient after DATA. */
+  lmtpListen?: SmtpDestination;
   requireTls: boolean;
   authenticator: Authenticator;
   allowPlaintextAuthOnLoopback: boolean;
@@ -48,7 +50,7 @@ type Callback = (err?: Error | null, message?: string) => void;
 const OUTCOME = { success: 'delivered', tempfail: 'deferred', reject: 'failed' } as const;
 
 export class InboundListener {
-  readonly #servers: SMTPServer[];
+  readonly #servers: Array<{ server: SMTPServer; at: SmtpDestination }>;
   /** What new transactions are built with; replaced on reload, while open ones keep theirs. */
   #deps: TransactionDeps;
   #waiters: Array<() => void> = [];
@@ -69,17 +71,20 @@ export class InboundListener {
     this.#deps = deps;
     this.#log = deps.log;
     this.#options = options;
-    this.#servers = [this.#createServer(false)];
-    if (options.implicitTlsListen && options.tls) this.#servers.push(this.#createServer(true));
+    this.#servers = [{ server: this.#createServer(false, false), at: options.listen }];
+    if (options.implicitTlsListen && options.tls) this.#servers.push({ server: this.#createServer(true, false), at: options.implicitTlsListen });
+    if (options.lmtpListen) this.#servers.push({ server: this.#createServer(false, true), at: options.lmtpListen });
   }
 
-  #createServer(implicitTls: boolean): SMTPServer {
+  #createServer(implicitTls: boolean, lmtp: boolean): SMTPServer {
     const options = this.#options;
     const server = new SMTPServer({
       name: options.domain,
       banner: 'gosmtp-dup',
       size: options.maxMessageBytes,
       secure: implicitTls,
+      // With LMTP, smtp-server repeats the one verdict for every accepted recipient.
+      lmtp,
       ...(options.tls && { key: options.tls.key, cert: options.tls.cert }),
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
@@ -159,7 +164,7 @@ export class InboundListener {
 
   /** Re-reads nothing itself: installs a new certificate and key on every TLS listener. */
   updateTls(tls: { cert: Buffer; key: Buffer }): void {
-    for (const server of this.#servers) server.updateSecureContext({ key: tls.key, cert: tls.cert });
+    for (const { server } of this.#servers) server.updateSecureContext({ key: tls.key, cert: tls.cert });
   }
 
   /** Open client connections, for metrics. */
@@ -167,12 +172,10 @@ export class InboundListener {
     return this.#live().length;
   }
 
-  /** Listens on the SMTP address (and the implicit-TLS one); resolves with the addresses. */
-  async listen(): Promise<AddressInfo[]> {
-    const addresses = [this.#options.listen, this.#options.implicitTlsListen];
+  /** Listens on every configured address; resolves with them: SMTP, then implicit TLS, then LMTP. */
+  async listen(): Promise<{ smtp: AddressInfo; tls?: AddressInfo; lmtp?: AddressInfo }> {
     const bound: AddressInfo[] = [];
-    for (const [index, server] of this.#servers.entries()) {
-      const at = addresses[index]!;
+    for (const { server, at } of this.#servers) {
       bound.push(
         await new Promise<AddressInfo>((resolve, reject) => {
           const net = server.server;
@@ -184,7 +187,8 @@ export class InboundListener {
         }),
       );
     }
-    return bound;
+    const find = (at: SmtpDestination | undefined) => (at ? bound[this.#servers.findIndex((s) => s.at === at)] : undefined);
+    return { smtp: bound[0]!, tls: find(this.#options.implicitTlsListen), lmtp: find(this.#options.lmtpListen) };
   }
 
   #connection(session: SMTPServerSession): ConnectionInfo {
@@ -292,7 +296,7 @@ export class InboundListener {
   }
 
   #live(): LiveConnection[] {
-    return this.#servers.flatMap((server) => [...(server as unknown as { connections: Set<LiveConnection> }).connections]);
+    return this.#servers.flatMap(({ server }) => [...(server as unknown as { connections: Set<LiveConnection> }).connections]);
   }
 
   #goodbye(conn: LiveConnection): void {
@@ -311,7 +315,7 @@ export class InboundListener {
   async drain(): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
-    const closed = Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.server.close(() => resolve()))));
+    const closed = Promise.all(this.#servers.map(({ server }) => new Promise<void>((resolve) => server.server.close(() => resolve()))));
     const drained = new Promise<void>((resolve) => {
       this.#drained = resolve;
     });
