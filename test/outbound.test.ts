@@ -75,6 +75,21 @@ describe('outbound TLS and AUTH', () => {
     assert.match(String((missing as { problems?: string[] }).problems), /destinations\.up\.auth\.pass: environment variable UPSTREAM_PASS is not set/);
   });
 
+  test('copies to a configured destination use its TLS and credentials too', async (t) => {
+    const primary = await sink(t);
+    const { sink: backup, ca } = await tlsSink(t, { users: { copier: 'pw' } });
+    const r = await router(t, {
+      config: {
+        destinations: { backup: { url: `smtp+starttls://${backup.label}`, tls: { ca }, auth: { user: 'copier', pass: 'pw' } } },
+        relay: { destination_primary: primary.label, destination_backups: ['backup'] },
+      },
+    });
+    assert.equal((await sendMail(r.port, message())).data?.code, 250);
+    const [copy] = await backup.waitFor(1);
+    assert.equal(copy!.user, 'copier');
+    assert.equal(copy!.secure, true);
+  });
+
   test('credentials are never sent without TLS', async (t) => {
     const upstream = await sink(t, { users: { relayuser: 'x' } }); // no STARTTLS offered
     const r = await router(t, { config: { destinations: { up: { url: upstream.label, auth: { user: 'relayuser', pass: 'x' } } }, plugins: [{ failover: { destinations: ['up'] } }] } });

@@ -25,12 +25,13 @@ export function timeoutsOf(config: Config): TransactionTimeouts {
 
 export function deliveryStack(config: Config, log: Logger): DeliveryStack {
   const timeouts = timeoutsOf(config);
+  const destinations = new DestinationRegistry(config.destinations);
   const health = new HealthRegistry(
     { threshold: config.health.failure_threshold, cooldownMs: config.health.cooldown_seconds * 1000 },
     log.child({ component: 'health' }),
   );
   return {
-    destinations: new DestinationRegistry(config.destinations),
+    destinations,
     health,
     timeouts,
     pool: new UpstreamPool({ timeoutMs: timeouts.timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 16, health }),
@@ -40,6 +41,7 @@ export function deliveryStack(config: Config, log: Logger): DeliveryStack {
       retryMaxMs: config.queue.retry_max_seconds * 1000,
       maxAgeMs: config.queue.max_age_hours * 3600_000,
       concurrency: config.queue.concurrency,
+      resolve: (label) => destinations.byLabel(label),
     },
   };
 }

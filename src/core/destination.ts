@@ -10,6 +10,7 @@
  */
 import { isIP } from 'node:net';
 import { isAbsolute, normalize } from 'node:path';
+import { parseRate } from './upstream/limits.ts';
 
 export type TlsMode = 'opportunistic' | 'required' | 'implicit';
 
@@ -32,6 +33,12 @@ export interface SmtpDestination {
   readonly auth?: { readonly user: string; readonly pass: string };
   /** The name to say EHLO with (default `smtp.domain`). */
   readonly helo?: string;
+  /** At most this many transactions with this destination at once. */
+  readonly maxConnections?: number;
+  /** At most `count` new transactions per `perMs`. */
+  readonly rate?: { readonly count: number; readonly perMs: number };
+  /** A synchronous delivery over a limit: `tempfail` (451 4.7.0, default) or `wait`. Copies always wait. */
+  readonly onLimit?: 'tempfail' | 'wait';
 }
 
 const SCHEMES: Record<string, { protocol: 'smtp' | 'lmtp'; tls: TlsMode; port: number }> = {
@@ -104,6 +111,10 @@ export interface DestinationSpec {
   tls?: { verify?: boolean; ca?: string; cert?: string; key?: string };
   auth?: { user: string; pass: string };
   helo?: string;
+  max_connections?: number;
+  /** `"30/minute"`, `"5/second"`, `"1000/hour"`. */
+  rate?: string;
+  on_limit?: 'tempfail' | 'wait';
 }
 
 export function destinationFromSpec(spec: string | DestinationSpec): Destination | string {
@@ -119,5 +130,8 @@ export function destinationFromSpec(spec: string | DestinationSpec): Destination
     ...(spec.tls?.key && { key: spec.tls.key }),
     ...(spec.auth && { auth: spec.auth }),
     ...(spec.helo && { helo: spec.helo }),
+    ...(spec.max_connections !== undefined && { maxConnections: spec.max_connections }),
+    ...(spec.rate !== undefined && typeof parseRate(spec.rate) !== 'string' && { rate: parseRate(spec.rate) as { count: number; perMs: number } }),
+    ...(spec.on_limit && { onLimit: spec.on_limit }),
   };
 }

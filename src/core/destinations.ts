@@ -36,6 +36,15 @@ export class DestinationRegistry {
     return typeof parsed === 'string' ? `invalid destination "${ref}": ${parsed}` : parsed;
   }
 
+  /**
+   * The destination a spool record names by its label: a configured one (with its TLS, credentials
+   * and limits) when a name has that label, else the label parsed as an address.
+   */
+  byLabel(label: string): Destination | string {
+    for (const destination of this.#named.values()) if (destination.label === label) return destination;
+    return parseDestination(label);
+  }
+
   resolve(ref: DestinationRef): Destination {
     const found = this.lookup(ref);
     if (typeof found === 'string') throw new Error(found);

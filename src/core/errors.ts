@@ -14,6 +14,8 @@ export const ErrorCodes = {
   UPSTREAM_LOST: 'GSD_UPSTREAM_LOST',
   /** The upstream sent something that is not SMTP. */
   UPSTREAM_PROTOCOL: 'GSD_UPSTREAM_PROTOCOL',
+  /** A destination's max_connections or rate is reached (and the caller does not wait). */
+  DESTINATION_BUSY: 'GSD_DESTINATION_BUSY',
   /** The configuration failed validation. */
   CONFIG_INVALID: 'GSD_CONFIG_INVALID',
   /** A plugin hook threw. */
@@ -58,6 +60,8 @@ export function replyForError(err: unknown, limits: { maxMessageBytes: number })
     case ErrorCodes.UPSTREAM_LOST:
     case ErrorCodes.UPSTREAM_PROTOCOL:
       return Replies.upstreamLost(err.step ?? 'reply');
+    case ErrorCodes.DESTINATION_BUSY:
+      return Replies.destinationBusy();
     case ErrorCodes.SPOOL_FAILED:
       return Replies.spoolUnavailable();
     case ErrorCodes.BARE_LINE_ENDING:

@@ -70,6 +70,7 @@ export const Replies = {
     enhanced: '4.4.2',
     text: `Upstream connection lost (${step})`,
   }),
+  destinationBusy: (): SmtpReply => ({ code: 451, enhanced: '4.7.0', text: 'Destination busy (rate or connection limit), try again later' }),
   localError: (): SmtpReply => ({ code: 451, enhanced: '4.3.0', text: 'Local error in processing, try again later' }),
   spoolUnavailable: (): SmtpReply => ({ code: 451, enhanced: '4.3.0', text: 'Cannot store a copy of the message, try again later' }),
   noRoute: (): SmtpReply => ({ code: 451, enhanced: '4.4.0', text: 'No route for this recipient, try again later' }),

@@ -121,7 +121,9 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const journal = new Journal(config.queue.dir);
     cleanups.push(() => journal.close());
     const events = fanOut(metrics, journal);
-    const worker = new CopyWorker(spool, stack.pool, stack.worker, log.child({ component: 'copies' }), events);
+    // Copies resolve their destinations through the current configuration, reloads included.
+    let registry = stack.destinations;
+    const worker = new CopyWorker(spool, stack.pool, { ...stack.worker, resolve: (label) => registry.byLabel(label) }, log.child({ component: 'copies' }), events);
     cleanups.push(() => worker.stop());
 
     const tls = config.smtp.tls ? await readTlsFiles(config.smtp.tls) : undefined;
@@ -208,9 +210,11 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         const material = next.smtp.tls ? await readTlsFiles(next.smtp.tls) : undefined;
         // Same health and pool (their state stays valid); new names, plugins and timeouts.
         const timeouts = timeoutsOf(next);
-        const reloaded = await createDriver(next, { ...stack, destinations: new DestinationRegistry(next.destinations), timeouts }, log, reloadOptions);
+        const nextRegistry = new DestinationRegistry(next.destinations);
+        const reloaded = await createDriver(next, { ...stack, destinations: nextRegistry, timeouts }, log, reloadOptions);
         const previous = driver;
         driver = reloaded;
+        registry = nextRegistry;
         const needsRestart = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(current, key)) !== JSON.stringify(valueAt(next, key)));
         current = { ...next };
         log.level = next.log.level;

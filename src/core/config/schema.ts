@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { isPasswordHash } from '../auth/password.ts';
 import { parseDestination } from '../destination.ts';
+import { parseRate } from '../upstream/limits.ts';
 
 /** Numbers may arrive as text (environment variables, quoted YAML); anything else is kept for the error message. */
 const numeric = (schema: z.ZodNumber) =>
@@ -101,6 +102,18 @@ export const configSchema = z.strictObject({
           /** Credentials: write the password as "${ENV_NAME}" so it never sits in the file. */
           auth: z.strictObject({ user: z.string().min(1), pass: z.string().min(1) }).optional(),
           helo: z.string().regex(/^[A-Za-z0-9.-]+$/, { error: 'expected a host name' }).optional(),
+          /** At most this many transactions with the destination at once. */
+          max_connections: positiveInt().optional(),
+          /** At most this many new transactions: "30/minute", "5/second", "1000/hour". */
+          rate: z
+            .string()
+            .superRefine((value, ctx) => {
+              const parsed = parseRate(value);
+              if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed, input: value });
+            })
+            .optional(),
+          /** A synchronous delivery over a limit: "tempfail" (451 4.7.0) or "wait". Copies always wait. */
+          on_limit: z.enum(['tempfail', 'wait']).optional(),
         }),
       ], { error: 'expected "host:port", a URL like "smtps://host:465", or { url, tls, auth, helo }' }),
       { error: 'expected a map of name: destination' },

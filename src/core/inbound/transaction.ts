@@ -123,7 +123,7 @@ export class InboundTransaction {
         decision.to,
         this.#sender,
         this.#deps.timeouts,
-        (dest, err) => this.#ctx.log.warn({ destination: dest.label, err: err.message }, 'destination unavailable, trying the next'),
+        { onFailover: (dest, err) => this.#ctx.log.warn({ destination: dest.label, err: err.message }, 'destination unavailable, trying the next') },
       );
       primary.destination = destination;
       if (tx) primary.tx = tx;

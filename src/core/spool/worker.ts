@@ -4,7 +4,7 @@
  * `maxAgeMs`: dead letter with the reason. Each attempt's outcome is recorded before the next.
  */
 import type { Logger } from 'pino';
-import { parseDestination } from '../destination.ts';
+import type { Destination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, replyClass } from '../replies.ts';
 import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
@@ -13,6 +13,8 @@ import type { UpstreamPool } from '../upstream/pool.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type Spool } from './types.ts';
 
 export interface WorkerOptions extends TransactionTimeouts {
+  /** A copy's destination from its label in the spool (configured destinations keep their TLS, credentials, limits). */
+  resolve: (label: string) => Destination | string;
   retryInitialMs: number;
   retryMaxMs: number;
   maxAgeMs: number;
@@ -120,10 +122,11 @@ export class CopyWorker {
 
   async #deliver(job: CopyJob): Promise<CopyOutcome> {
     const { record } = job;
-    const destination = parseDestination(record.copies[job.index]!.destination);
+    const destination = this.#options.resolve(record.copies[job.index]!.destination);
     if (typeof destination === 'string') return { dead: { recipients: copyRecipients(job), reason: `invalid destination: ${destination}` } };
     const recipients = copyRecipients(job);
-    const { tx, reply } = await UpstreamTransaction.begin(this.#pool, [destination], record.sender, this.#options);
+    // Copies wait their turn under a destination's max_connections and rate.
+    const { tx, reply } = await UpstreamTransaction.begin(this.#pool, [destination], record.sender, this.#options, { waitForLimits: true });
     if (!tx) return this.#classifyAll(job, recipients, `MAIL: ${formatReply(reply)}`, replyClass(reply) === 'reject');
 
     const accepted: EnvelopeAddress[] = [];

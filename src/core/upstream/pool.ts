@@ -6,6 +6,7 @@
 import type { SmtpDestination } from '../destination.ts';
 import type { HealthRegistry } from '../health.ts';
 import { UpstreamConnection, type ConnectOptions } from './connection.ts';
+import { DestinationLimits } from './limits.ts';
 
 export interface PoolOptions extends ConnectOptions {
   /** How long an unused connection is kept open. */
@@ -17,6 +18,8 @@ export interface PoolOptions extends ConnectOptions {
 }
 
 export class UpstreamPool {
+  /** Per-destination max_connections and rate. */
+  readonly limits = new DestinationLimits();
   readonly #idle = new Map<string, UpstreamConnection[]>();
   readonly #options: PoolOptions;
   #sweeper: NodeJS.Timeout;
@@ -61,7 +64,9 @@ export class UpstreamPool {
   #park(conn: UpstreamConnection): void {
     if (this.#closed) return conn.quit(); // an RSET that finished after close()
     const idle = this.#idle.get(conn.destination.label) ?? [];
-    if (idle.length >= this.#options.maxIdlePerDestination) return conn.quit();
+    // Idle connections count against a destination's max_connections too: keep at most that many.
+    const max = Math.min(this.#options.maxIdlePerDestination, conn.destination.maxConnections ?? Infinity);
+    if (idle.length >= max) return conn.quit();
     conn.lastUsed = Date.now();
     idle.push(conn);
     this.#idle.set(conn.destination.label, idle);

@@ -10,6 +10,7 @@ import { mailCommand, rcptCommand, type EnvelopeAddress } from '../envelope.ts';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import { Replies } from '../replies.ts';
 import type { UpstreamConnection } from './connection.ts';
+import type { Permit } from './limits.ts';
 import type { UpstreamPool } from './pool.ts';
 import type { UpstreamReply } from './reply-reader.ts';
 
@@ -43,7 +44,10 @@ export class UpstreamTransaction implements DeliveryTransaction {
   readonly #timeouts: TransactionTimeouts;
   readonly destination: SmtpDestination;
 
-  private constructor(pool: UpstreamPool, conn: UpstreamConnection, timeouts: TransactionTimeouts) {
+  readonly #permit: Permit;
+
+  private constructor(pool: UpstreamPool, conn: UpstreamConnection, timeouts: TransactionTimeouts, permit: Permit) {
+    this.#permit = permit;
     this.#pool = pool;
     this.#conn = conn;
     this.#timeouts = timeouts;
@@ -61,14 +65,25 @@ export class UpstreamTransaction implements DeliveryTransaction {
     candidates: readonly Destination[],
     sender: EnvelopeAddress,
     timeouts: TransactionTimeouts,
-    onFailover?: (destination: Destination, err: GsdError) => void,
+    options: {
+      onFailover?: (destination: Destination, err: GsdError) => void;
+      /** Wait for a destination's max_connections/rate (copies) rather than fail over or refuse. */
+      waitForLimits?: boolean;
+    } = {},
   ): Promise<{ tx: DeliveryTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
     let lastError: unknown;
     const skipped: string[] = [];
     for (const destination of candidates) {
       if (destination.kind === 'maildir') return { ...MaildirTransaction.begin(destination, sender), destination };
+      // Over its limits (and not waiting): the next candidate, or 451 4.7.0. Not a health failure.
+      const permit = await pool.limits.acquire(destination, Boolean(options.waitForLimits) || destination.onLimit === 'wait');
+      if (!permit) {
+        lastError = new GsdError(ErrorCodes.DESTINATION_BUSY, `${destination.label} is at its connection or rate limit`, { step: 'connect' });
+        continue;
+      }
       // An open circuit is not tried: answering 451 now beats waiting for a timeout.
       if (!pool.health.tryAcquire(destination)) {
+        permit.release();
         skipped.push(destination.label);
         continue;
       }
@@ -76,6 +91,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
         let { conn, reused } = await pool.acquire(destination);
         // RFC 6531: mail that needs SMTPUTF8 cannot go to a server without it; a clear 553, not a mangled message.
         if (sender.params.some((p) => p.toUpperCase() === 'SMTPUTF8') && !conn.extensions.has('SMTPUTF8')) {
+          permit.release();
           pool.release(conn);
           pool.health.success(destination);
           return { tx: undefined, reply: { ...Replies.smtputf8Unsupported(destination.label), lines: [] }, destination };
@@ -91,15 +107,17 @@ export class UpstreamTransaction implements DeliveryTransaction {
         }
         // Any reply to MAIL is a server that works (this also ends a half-open probe).
         pool.health.success(destination);
-        if (reply.code >= 200 && reply.code < 300) return { tx: new UpstreamTransaction(pool, conn, timeouts), reply, destination };
+        if (reply.code >= 200 && reply.code < 300) return { tx: new UpstreamTransaction(pool, conn, timeouts, permit), reply, destination };
+        permit.release();
         pool.release(conn); // no transaction open: nothing to reset
         return { tx: undefined, reply, destination };
       } catch (err) {
+        permit.release();
         lastError = err;
         // Every failed attempt is recorded, so a claimed probe is always released.
         pool.health.failure(destination, (err as Error).message);
         if (!(err instanceof GsdError && FAILOVER_CODES.has(err.code))) throw err;
-        onFailover?.(destination, err);
+        options.onFailover?.(destination, err);
       }
     }
     if (lastError) throw lastError;
@@ -143,6 +161,8 @@ export class UpstreamTransaction implements DeliveryTransaction {
       // A failed body (the client went away, a policy error) says nothing about the upstream.
       if (err instanceof GsdError && err.step !== 'body') this.#lost(err);
       throw err;
+    } finally {
+      this.#permit.release(); // the slot is free once the final reply is in
     }
   }
 
@@ -151,6 +171,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
     const conn = this.#conn;
     if (!conn) return;
     this.#conn = undefined;
+    this.#permit.release();
     conn.dirty = true;
     this.#pool.release(conn);
   }
@@ -159,5 +180,6 @@ export class UpstreamTransaction implements DeliveryTransaction {
   destroy(): void {
     this.#conn?.destroy();
     this.#conn = undefined;
+    this.#permit.release();
   }
 }
