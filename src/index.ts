@@ -16,4 +16,4 @@ export { duplicate, type DuplicateOptions } from '../plugins/duplicate/index.ts'
 export { failover, type FailoverOptions } from '../plugins/failover/index.ts';
 export { roundRobin, type RoundRobinOptions, type WeightedDestination } from '../plugins/round-robin/index.ts';
 export { route, type RouteOptions, type RouteRule } from '../plugins/route/index.ts';
-export type { MatcherInput } from '../plugins/route/matchers.ts';
+export type { MatcherInput } from './core/address-patterns.ts';

@@ -84,6 +84,24 @@ describe('inbound TLS and AUTH', async () => {
     assert.ok(!capture.text().includes(PASSWORD) && !capture.text().includes('wrong'), 'passwords are never logged');
   });
 
+  test('per-user allowed senders: an authenticated user may only send as its own addresses', async (t) => {
+    const dir = await tempDir(t);
+    const primary = await sink(t);
+    const r = await router(t, {
+      config: {
+        smtp: { tls: await selfSigned(dir) },
+        relay: { destination_primary: primary.label },
+        auth: { users: [{ user: 'sales', password_hash: await hashPassword(PASSWORD), allowed_senders: ['@sales.example.com', 'ceo@example.com'] }] },
+      },
+    });
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: r.port, requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'sales', pass: PASSWORD } });
+    t.after(() => transport.close());
+    const sendAs = (from: string) => transport.sendMail({ envelope: { from, to: ['x@example.net'] }, raw: sampleMessage('as') });
+    assert.match((await sendAs('rep@sales.example.com')).response, /^250 /);
+    assert.match((await sendAs('ceo@example.com')).response, /^250 /);
+    await assert.rejects(sendAs('someone@else.example'), (err: Error & { responseCode?: number; response?: string }) => err.responseCode === 553 && /5\.7\.1 Sender address not allowed for sales/.test(err.response ?? ''));
+  });
+
   test('plain-text AUTH from loopback only when auth.allow_plaintext_on_loopback is set', async (t) => {
     const primary = await sink(t);
     const r = await router(t, {

@@ -9,7 +9,7 @@
  */
 import { definePlugin } from '../../src/plugins/decisions.ts';
 import type { PluginSetupContext, RcptContext, RouteDecision, RouterPlugin } from '../../src/plugins/types.ts';
-import { compileMatchers, type Matcher, type MatcherInput } from './matchers.ts';
+import { compileMatchers, type Matcher, type MatcherInput } from '../../src/core/address-patterns.ts';
 
 export interface RouteRule {
   /** Sender pattern(s); omitted = any sender. */

@@ -92,6 +92,7 @@ export const Replies = {
     enhanced: '5.6.7',
     text: `The next hop (${destination}) does not support SMTPUTF8 (internationalised mail)`,
   }),
+  senderNotAllowed: (user: string): SmtpReply => ({ code: 553, enhanced: '5.7.1', text: `Sender address not allowed for ${user}` }),
   relayDenied: (): SmtpReply => ({ code: 554, enhanced: '5.7.1', text: 'Relay access denied' }),
   tooManyConnections: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }),
   tooManyErrors: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many errors, closing the connection' }),

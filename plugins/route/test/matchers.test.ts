@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { compileMatcher, compileMatchers } from '../matchers.ts';
+import { compileMatcher, compileMatchers } from '../../../src/core/address-patterns.ts';
 
 describe('route matchers', () => {
   const cases: Array<[pattern: string | RegExp, address: string, matches: boolean]> = [

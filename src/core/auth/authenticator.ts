@@ -3,20 +3,29 @@
  * address: after `maxFailures` within `windowMs`, every attempt from that address is refused
  * (even a right one) until the window has passed.
  */
+import { compileMatchers, type Matcher } from '../address-patterns.ts';
 import { DUMMY_HASH, verifyPassword } from './password.ts';
 
 export type AuthResult = 'ok' | 'invalid' | 'rate-limited';
 
 export class Authenticator {
   readonly #users: ReadonlyMap<string, string>;
+  readonly #senders: ReadonlyMap<string, Matcher>;
   readonly #maxFailures: number;
   readonly #windowMs: number;
   readonly #failures = new Map<string, number[]>();
 
-  constructor(options: { users: ReadonlyArray<{ user: string; password_hash: string }>; maxFailures: number; windowMs: number }) {
+  constructor(options: { users: ReadonlyArray<{ user: string; password_hash: string; allowed_senders?: readonly string[] }>; maxFailures: number; windowMs: number }) {
     this.#users = new Map(options.users.map((u) => [u.user, u.password_hash]));
+    this.#senders = new Map(options.users.filter((u) => u.allowed_senders).map((u) => [u.user, compileMatchers(u.allowed_senders!)]));
     this.#maxFailures = options.maxFailures;
     this.#windowMs = options.windowMs;
+  }
+
+  /** Whether an authenticated user may send as `sender` (per-user allowed senders, as Smtpmux offered). */
+  senderAllowed(user: string, sender: string): boolean {
+    const match = this.#senders.get(user);
+    return match === undefined || match(sender);
   }
 
   get enabled(): boolean {

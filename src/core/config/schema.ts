@@ -4,6 +4,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { compileMatcher } from '../address-patterns.ts';
 import { isPasswordHash } from '../auth/password.ts';
 import { parseDestination } from '../destination.ts';
 import { parseRate } from '../upstream/limits.ts';
@@ -150,6 +151,19 @@ export const configSchema = z.strictObject({
           z.strictObject({
             user: z.string().min(1),
             password_hash: z.string().refine(isPasswordHash, { error: 'expected a hash from "gosmtp-dup hash-password" (scrypt$...)' }),
+            /** Envelope senders this user may use (patterns as in route rules); unset = any. */
+            allowed_senders: z
+              .array(
+                z.string().superRefine((value, ctx) => {
+                  try {
+                    compileMatcher(value);
+                  } catch (err) {
+                    ctx.addIssue({ code: 'custom', message: (err as Error).message, input: value });
+                  }
+                }),
+              )
+              .min(1)
+              .optional(),
           }),
         )
         .default([]),

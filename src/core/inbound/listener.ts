@@ -235,6 +235,8 @@ export class InboundListener {
     this.#reset(session.id);
     if (this.#draining) return answer(callback, Replies.shuttingDown());
     if (this.#options.requireTls && !session.secure) return answer(callback, Replies.tlsRequired());
+    const user = this.#connection(session).user;
+    if (user && !this.#options.authenticator.senderAllowed(user, envelopeAddress(address).address)) return answer(callback, Replies.senderNotAllowed(user));
     const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
     const reply = await tx.mail(this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user));
     if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);

@@ -1,5 +1,6 @@
 /**
- * Address matchers for `route` rules, compiled once at start-up. Written as text in YAML:
+ * Address patterns, compiled once at start-up: for `route` rules and `auth.users[].allowed_senders`.
+ * Written as text in YAML:
  *
  *   "alice@example.com"   exact address (case-insensitive)
  *   "@example.com"        the domain and all its subdomains (also plain "example.com")
