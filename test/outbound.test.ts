@@ -98,6 +98,18 @@ describe('outbound TLS and AUTH', () => {
     assert.equal(upstream.messages.length, 0);
   });
 
+  test('the HELO name is smtp.domain, or the destination\'s own helo', async (t) => {
+    const a = await sink(t, { name: 'a' });
+    const b = await sink(t, { name: 'b' });
+    const r = await router(t, {
+      config: { smtp: { domain: 'relay.example.org' }, destinations: { b: { url: b.label, helo: 'special.example.org' } }, relay: { destination_primary: a.label, destination_backups: ['b'] } },
+    });
+    await sendMail(r.port, message());
+    const [copy] = await b.waitFor(1);
+    assert.equal(a.messages[0]!.helo, 'relay.example.org');
+    assert.equal(copy!.helo, 'special.example.org');
+  });
+
   test('lmtp:// delivers with LHLO and one reply per recipient', async (t) => {
     const upstream = await sink(t, { lmtp: true });
     const r = await router(t, { config: { relay: { destination_primary: `lmtp://${upstream.label}` } } });

@@ -25,6 +25,8 @@ export interface CapturedMessage {
   readonly secure: boolean;
   /** The user the client authenticated as, if it did. */
   readonly user?: string;
+  /** The name the client gave with EHLO/HELO. */
+  readonly helo: string;
   readonly receivedAt: number;
 }
 
@@ -142,6 +144,7 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
           size,
           sha256: hash.digest('hex'),
           secure: Boolean(session.secure),
+          helo: session.hostNameAppearsAs ?? '',
           user: typeof session.user === 'string' ? session.user : undefined,
           receivedAt: Date.now(),
         };
