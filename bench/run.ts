@@ -7,7 +7,7 @@
  * started exactly as users start it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -57,7 +57,7 @@ async function startRouter(
   await writeFile(
     file,
     stringify({
-      smtp: { listen: '127.0.0.1:0', max_message_bytes: 100 * 1024 * 1024 },
+      smtp: { listen: '127.0.0.1:0', max_message_bytes: 100 * 1024 * 1024, max_connections: 5000, max_connections_per_client: 5000 },
       ...routing(primary, backups, useRoute),
       queue: { dir: join(dir, `${name}-spool`) },
       log: { level: 'info' },
@@ -147,6 +147,36 @@ async function main(): Promise<void> {
     }
   }
 
+  // Latency: one session, messages one after another; per-message time, direct and through the router.
+  const latencySink = await startSink({ discard: true });
+  const latencyRouter = await startRouter(dir, 'latency', latencySink.label, []);
+  const timings = async (port: number) => {
+    const client = await SmtpTestClient.connect(port);
+    await client.command('EHLO bench');
+    const body = Buffer.from(`Subject: latency\r\n\r\n${'x'.repeat(78)}\r\n`.repeat(128));
+    const ms: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      const started = process.hrtime.bigint();
+      await client.send({ from: 'bench@example.com', to: ['rcpt@example.net'], body, ehlo: false });
+      if (i >= 50) ms.push(Number(process.hrtime.bigint() - started) / 1e6); // after warm-up
+    }
+    await client.quit();
+    return ms.sort((a, b) => a - b);
+  };
+  const directMs = await timings(latencySink.port);
+  const viaMs = await timings(latencyRouter.port);
+  const p50 = (values: number[]) => values[Math.floor(values.length / 2)]!;
+  const p99 = (values: number[]) => values[Math.floor(values.length * 0.99)]!;
+
+  // Idle sessions: 1000 clients connected and greeted, doing nothing; the router's RSS.
+  const idle: SmtpTestClient[] = [];
+  for (let i = 0; i < 1000; i++) idle.push(await SmtpTestClient.connect(latencyRouter.port));
+  const rssOf = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+  const idleRssMiB = await rssOf(latencyRouter.proc.pid!);
+  for (const client of idle) client.destroy();
+  await latencyRouter.stop();
+  await latencySink.close();
+
   // Peak RSS while a 60 MiB message streams through (with one copy spooled).
   const big = await startSink({ discard: true });
   const bigCopy = await startSink({ discard: true });
@@ -172,6 +202,8 @@ async function main(): Promise<void> {
   console.log('|---|---:|---:|---:|');
   for (const [name, direct, via, ratio] of rows) console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} |`);
   console.log('');
+  console.log(`single session, sequential, 10 KB: p50 direct ${p50(directMs).toFixed(2)} ms, through gosmtp-dup ${p50(viaMs).toFixed(2)} ms (overhead ${(p50(viaMs) - p50(directMs)).toFixed(2)} ms); p99 ${p99(directMs).toFixed(2)} / ${p99(viaMs).toFixed(2)} ms`);
+  console.log(`1000 idle sessions: router RSS ${idleRssMiB.toFixed(1)} MiB`);
   console.log(`60 MiB message (reply ${final.code}): router peak RSS ${rssMiB.toFixed(1)} MiB`);
 
   for (const sink of [primary, ...backups]) await sink.stop();

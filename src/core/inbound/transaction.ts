@@ -65,8 +65,13 @@ export interface TransactionSummary {
   latencyMs: number;
 }
 
-/** Queue ids: time-ordered, unique, safe as file names. */
-export const newQueueId = (): string => Date.now().toString(36).toUpperCase() + randomBytes(5).toString('hex').toUpperCase();
+/**
+ * Queue ids: time-ordered, unique, safe as file names. A random prefix drawn once per process and
+ * a counter keep them unique across restarts and instances without a random draw per message.
+ */
+const ID_PREFIX = randomBytes(3).toString('hex').toUpperCase();
+let idCounter = 0;
+export const newQueueId = (): string => `${Date.now().toString(36).toUpperCase()}${ID_PREFIX}${(idCounter++ % 0x100000).toString(36).toUpperCase().padStart(4, '0')}`;
 
 
 export class InboundTransaction {

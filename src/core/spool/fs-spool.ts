@@ -13,7 +13,7 @@
  * rename leaves an orphan body that start-up removes; the client never heard 250 for it.
  */
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { link, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -165,7 +165,8 @@ export class FsSpool implements Spool {
       return;
     }
     // Finished: the marker must be on disk before we forget, or a restart would send it again.
-    await writeFileDurable(join(this.#queue, `${key}.done`), '', false);
+    // Its name is all it says, so the folder's fsync (shared with concurrent commits) makes it durable.
+    await (await open(join(this.#queue, `${key}.done`), 'w', 0o600)).close();
     await this.#queueSync.sync();
     this.#jobs.delete(key);
     const stillOpen = record.copies.some((_c, i) => this.#jobs.has(`${record.id}.${i}`));
