@@ -4,10 +4,11 @@ FROM node:20-bookworm-slim
 
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY bin ./bin
 COPY src ./src
 COPY plugins ./plugins
+# npm ci runs `prepare`, which bundles the sources into dist/ (bin/build.mjs).
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # Never root: the spool is the only place the router writes.
 RUN useradd --system --home-dir /app --shell /usr/sbin/nologin gosmtp \

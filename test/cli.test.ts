@@ -38,6 +38,13 @@ describe('cli', () => {
     assert.equal(version.stdout.trim(), `gosmtp-dup ${pkg.version}`);
   });
 
+  test('the prebuilt bundle and the sources behave alike', async () => {
+    const fromBundle = await cli(['--version']);
+    const fromSource = await cli(['--version'], { env: { GOSMTP_DUP_FROM_SOURCE: '1' } });
+    assert.equal(fromBundle.stdout, fromSource.stdout);
+    assert.equal(fromBundle.code, 0);
+  });
+
   test('unknown commands and options are usage errors', async () => {
     const unknown = await cli(['frobnicate']);
     assert.equal(unknown.code, 64);

@@ -2,7 +2,9 @@
  * `gosmtp-dup <command>`: start, check, queue, demo. Errors are one clear line (or one line per
  * configuration problem) on stderr and a non-zero exit code, never a stack trace.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../core/config/load.ts';
 
@@ -30,9 +32,13 @@ else ./config.yaml, else /etc/smtp-dup/config.yaml; SMTP_DUP_<SECTION>_<KEY> var
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 64, CONFIG: 78 } as const;
 
+/** The package's version, from the nearest package.json above this file (src/cli or dist). */
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+    if (dirname(dir) === dir) return 'unknown';
+  }
 }
 
 async function main(argv: string[]): Promise<number> {
