@@ -147,8 +147,10 @@ async function main(): Promise<void> {
     }
   }
 
-  // Latency: one session, messages one after another; per-message time, direct and through the router.
-  const latencySink = await startSink({ discard: true });
+  // Latency: one session, messages one after another; per-message time, direct and through the
+  // router. The sink is its own process (smtp-sink when available), as the router is.
+  const latencySink = await newSink();
+  const latencyPort = Number(latencySink.label.split(':').pop());
   const latencyRouter = await startRouter(dir, 'latency', latencySink.label, []);
   const timings = async (port: number) => {
     const client = await SmtpTestClient.connect(port);
@@ -163,7 +165,7 @@ async function main(): Promise<void> {
     await client.quit();
     return ms.sort((a, b) => a - b);
   };
-  const directMs = await timings(latencySink.port);
+  const directMs = await timings(latencyPort);
   const viaMs = await timings(latencyRouter.port);
   const p50 = (values: number[]) => values[Math.floor(values.length / 2)]!;
   const p99 = (values: number[]) => values[Math.floor(values.length * 0.99)]!;
@@ -175,7 +177,7 @@ async function main(): Promise<void> {
   const idleRssMiB = await rssOf(latencyRouter.proc.pid!);
   for (const client of idle) client.destroy();
   await latencyRouter.stop();
-  await latencySink.close();
+  await latencySink.stop();
 
   // Peak RSS while a 60 MiB message streams through (with one copy spooled).
   const big = await startSink({ discard: true });
