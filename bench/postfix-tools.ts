@@ -9,6 +9,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from '../src/testkit/raw-server.ts';
 
 const run = promisify(execFile);
 
@@ -35,15 +36,6 @@ async function locate(): Promise<string | undefined> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolvePort) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 async function waitForPort(port: number): Promise<void> {
   for (let i = 0; i < 100; i++) {

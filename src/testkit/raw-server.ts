@@ -119,3 +119,14 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
       }),
   };
 }
+
+/** A loopback port that was free a moment ago (for servers started by other programs). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}

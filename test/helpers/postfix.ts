@@ -10,6 +10,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
+import { freePort } from '../../src/testkit/raw-server.ts';
 
 const run = promisify(execFile);
 
@@ -34,15 +35,6 @@ export async function postfixAvailable(): Promise<boolean> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** The transport map lines: `domain nexthop`, e.g. `example.com smtp:[127.0.0.1]:2525`. */
 export async function startPostfix(t: TestContext, dir: string, transport: Record<string, string>, extraMain: Record<string, string> = {}): Promise<PostfixInstance> {

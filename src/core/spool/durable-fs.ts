@@ -17,13 +17,8 @@ export async function fsyncDir(dir: string): Promise<void> {
 /** Writes `data` to `path` so that after return either the old or the new content is on disk. */
 export async function writeFileDurable(path: string, data: string | Buffer, syncDir = true): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
-  const handle = await open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+  await unlinkQuiet(tmp); // a leftover from an interrupted write by this pid
+  await writeFileSynced(tmp, data);
   await rename(tmp, path);
   if (syncDir) await fsyncDir(dirname(path));
 }
