@@ -94,6 +94,8 @@ export const Replies = {
   }),
   senderNotAllowed: (user: string): SmtpReply => ({ code: 553, enhanced: '5.7.1', text: `Sender address not allowed for ${user}` }),
   relayDenied: (): SmtpReply => ({ code: 554, enhanced: '5.7.1', text: 'Relay access denied' }),
+  tooManyClients: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many connected clients, try again in a moment' }),
+  localDelivery: (text: string): SmtpReply => ({ code: 250, enhanced: '2.0.0', text }),
   tooManyConnections: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many connections from your address, try again later' }),
   tooManyErrors: (): SmtpReply => ({ code: 421, enhanced: '4.7.0', text: 'Too many errors, closing the connection' }),
 

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
 import type { SmtpDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
-import { formatReply, isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
+import { isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
 import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
@@ -102,7 +102,7 @@ export class InboundListener {
       maxRecipients: options.maxRecipients,
       socketTimeout: options.idleTimeoutMs,
       maxErrors: options.maxErrors,
-      maxErrorsReply: formatReply(Replies.tooManyErrors()).slice(4),
+      limitReplies: { tooManyClients: Replies.tooManyClients(), tooManyErrors: Replies.tooManyErrors() },
       // Synchronous (smtp-server's default waits a tick), so that without a greeting delay the
       // greeting goes out before anything the client sent is read.
       onConnect: (session: SMTPServerSession, callback: (err?: Error) => void) => {
@@ -302,7 +302,8 @@ export class InboundListener {
   }
 
   #goodbye(conn: LiveConnection): void {
-    conn.send(421, formatReply(Replies.shuttingDown()).slice(4));
+    const reply = Replies.shuttingDown();
+    conn.send(reply.code, `${reply.enhanced} ${reply.text}`);
     conn.close();
   }
 

@@ -19,6 +19,7 @@
  *    (`smtp.greeting_delay_ms`, 0 by default); early talkers still get 421 during a delay.
  */
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { SmtpReply } from '../replies.ts';
 
 const ENHANCED_AT_START = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -38,7 +39,14 @@ interface PatchableConnection {
   _parseAddressCommand(rawName: string, rawCommand: Buffer | string): ParsedAddressWithRaw | false;
   _resetSession(): void;
   _server: {
-    options: { onReset?: (session: unknown) => void; greetingDelayMs?: number; maxClients?: number; maxErrors?: number; maxErrorsReply?: string };
+    options: {
+      onReset?: (session: unknown) => void;
+      greetingDelayMs?: number;
+      maxClients?: number;
+      maxErrors?: number;
+      /** The router's replies for the limits enforced here (replies.ts chooses them). */
+      limitReplies?: { tooManyClients: SmtpReply; tooManyErrors: SmtpReply };
+    };
     connections: Set<unknown>;
   };
   _gsdErrors?: number;
@@ -55,13 +63,14 @@ export function patchSmtpServer(): void {
   proto[PATCHED] = true;
 
   const send = proto.send;
+  const sendReply = (conn: PatchableConnection, reply: SmtpReply) => send.call(conn, reply.code, [reply.enhanced, reply.text].filter(Boolean).join(' '), false);
   proto.send = function (this: PatchableConnection, code, data, context) {
     send.call(this, code, data, typeof data === 'string' && ENHANCED_AT_START.test(data) ? false : context);
-    const { maxErrors, maxErrorsReply } = this._server.options;
-    if (maxErrors && maxErrorsReply && code >= 500 && !this._closing) {
+    const { maxErrors, limitReplies } = this._server.options;
+    if (maxErrors && limitReplies && code >= 500 && !this._closing) {
       this._gsdErrors = (this._gsdErrors ?? 0) + 1;
       if (this._gsdErrors >= maxErrors) {
-        send.call(this, 421, maxErrorsReply, false);
+        sendReply(this, limitReplies.tooManyErrors);
         this.close();
       }
     }
@@ -76,9 +85,9 @@ export function patchSmtpServer(): void {
 
   proto.init = function (this: PatchableConnection) {
     this._setListeners(() => {
-      const { maxClients, greetingDelayMs = 0 } = this._server.options;
+      const { maxClients, greetingDelayMs = 0, limitReplies } = this._server.options;
       if (maxClients && this._server.connections.size > maxClients) {
-        return this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+        return limitReplies ? sendReply(this, limitReplies.tooManyClients) : this.send(421, `${this.name} Too many connected clients`, false);
       }
       if (greetingDelayMs <= 0) return this.connectionReady();
       setTimeout(() => this.connectionReady(), greetingDelayMs).unref();

@@ -13,10 +13,11 @@ import type { Readable } from 'node:stream';
 import type { MaildirDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { ErrorCodes, GsdError } from '../errors.ts';
+import { Replies } from '../replies.ts';
 import { fsyncDir, unlinkQuiet } from '../spool/durable-fs.ts';
 import type { UpstreamReply } from './reply-reader.ts';
 
-const ok = (text: string): UpstreamReply => ({ code: 250, enhanced: '2.0.0', text, lines: [text] });
+const ok = (text: string): UpstreamReply => ({ ...Replies.localDelivery(text), lines: [text] });
 
 let sequence = 0;
 
