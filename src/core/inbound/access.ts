@@ -7,6 +7,8 @@ import { BlockList, isIP } from 'node:net';
 export class AccessPolicy {
   readonly #networks = new BlockList();
   readonly #domains: readonly string[] | undefined;
+  /** Network verdicts by client address: BlockList.check allocates on every call. */
+  readonly #seen = new Map<string, boolean>();
 
   constructor(options: { allowedNetworks: readonly string[]; allowedRecipientDomains?: readonly string[] }) {
     for (const cidr of options.allowedNetworks) {
@@ -20,8 +22,14 @@ export class AccessPolicy {
   /** Whether this client may relay: from an allowed network, or authenticated. */
   mayRelay(remoteAddress: string, user: string | undefined): boolean {
     if (user) return true;
-    const type = isIP(remoteAddress) === 6 ? 'ipv6' : 'ipv4';
-    return isIP(remoteAddress) !== 0 && this.#networks.check(remoteAddress, type);
+    let allowed = this.#seen.get(remoteAddress);
+    if (allowed === undefined) {
+      const family = isIP(remoteAddress);
+      allowed = family !== 0 && this.#networks.check(remoteAddress, family === 6 ? 'ipv6' : 'ipv4');
+      if (this.#seen.size >= 10_000) this.#seen.clear();
+      this.#seen.set(remoteAddress, allowed);
+    }
+    return allowed;
   }
 
   /** Whether mail for this recipient is accepted at all. */
