@@ -14,6 +14,7 @@ import { stringify } from 'yaml';
 import { SmtpTestClient } from '../src/testkit/client.ts';
 import { startSink } from '../src/testkit/sink.ts';
 import { findPostfixTools, type PostfixTools } from './postfix-tools.ts';
+import { findHaraka } from './haraka.ts';
 import { nodeSink, nodeSource } from './node-tools.ts';
 
 const BIN = new URL('../bin/gosmtp-dup.mjs', import.meta.url).pathname;
@@ -147,6 +148,26 @@ async function main(): Promise<void> {
     }
   }
 
+  // Haraka, when installed: the same persistent pass-through workload.
+  const haraka = await findHaraka();
+  let harakaRow: [string, number, number, string] | undefined;
+  if (haraka) {
+    const instance = await haraka.start(primary.label);
+    try {
+      const options = { messages: MESSAGES, sessions: SESSIONS, persistent: true };
+      await source(`127.0.0.1:${instance.port}`, { ...options, messages: 300 });
+      const direct: number[] = [];
+      const via: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        direct.push(rate(MESSAGES, await source(primary.label, options)));
+        via.push(rate(MESSAGES, await source(`127.0.0.1:${instance.port}`, options)));
+      }
+      harakaRow = [`Haraka ${haraka.version} (smtp_forward), pass-through, persistent`, median(direct), median(via), (median(via) / median(direct)).toFixed(3)];
+    } finally {
+      await instance.stop();
+    }
+  }
+
   // Latency: one session, messages one after another; per-message time, direct and through the
   // router. The sink is its own process (smtp-sink when available), as the router is.
   const latencySink = await newSink();
@@ -203,6 +224,15 @@ async function main(): Promise<void> {
   console.log('| workload | direct msg/s | gosmtp-dup msg/s | ratio |');
   console.log('|---|---:|---:|---:|');
   for (const [name, direct, via, ratio] of rows) console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} |`);
+  if (harakaRow) {
+    const [name, direct, via, ratio] = harakaRow;
+    console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} |`);
+    console.log('');
+    console.log(`gosmtp-dup pass-through / Haraka pass-through: ${(Number(rows[0]![3]) / Number(ratio)).toFixed(2)}x`);
+  } else {
+    console.log('');
+    console.log('Haraka: not installed (BENCH_HARAKA=1 npm run bench installs it into .bench-tools/haraka)');
+  }
   console.log('');
   console.log(`single session, sequential, 10 KB: p50 direct ${p50(directMs).toFixed(2)} ms, through gosmtp-dup ${p50(viaMs).toFixed(2)} ms (overhead ${(p50(viaMs) - p50(directMs)).toFixed(2)} ms); p99 ${p99(directMs).toFixed(2)} / ${p99(viaMs).toFixed(2)} ms`);
   console.log(`1000 idle sessions: router RSS ${idleRssMiB.toFixed(1)} MiB`);
