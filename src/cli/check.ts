@@ -1,11 +1,9 @@
 import { stringify } from 'yaml';
-import { configDir, loadConfig } from '../core/config/load.ts';
+import { configDir, loadConfig, SECRET_KEYS } from '../core/config/load.ts';
 import { deliveryStack } from '../core/delivery-stack.ts';
 import { silentLogger } from '../core/logger.ts';
 import { createDriver } from '../core/router.ts';
 import { pluginEntries } from '../plugins/loader.ts';
-
-const SECRET_KEYS = new Set(['pass', 'password', 'password_hash']);
 
 /** Secrets never leave the process: passwords and hashes print as asterisks. */
 export function redactSecrets(value: unknown): unknown {

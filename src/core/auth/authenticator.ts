@@ -39,14 +39,24 @@ export class Authenticator {
       this.#failures.set(client, recent);
       return 'rate-limited';
     }
-    const hash = this.#users.get(user);
-    const ok = await verifyPassword(password, hash ?? DUMMY_HASH);
-    if (ok && hash !== undefined) {
-      this.#failures.delete(client);
-      return 'ok';
-    }
+    // Counted as a failure before the (slow) hash check, so parallel guesses cannot all slip
+    // under the limit; taken back only if it succeeds. A success does not wipe the address's
+    // other failures: logging in as oneself must not buy guesses at someone else.
     recent.push(now);
     this.#failures.set(client, recent);
+    const hash = this.#users.get(user);
+    let ok = false;
+    try {
+      ok = await verifyPassword(password, hash ?? DUMMY_HASH);
+    } catch {
+      ok = false;
+    }
+    if (ok && hash !== undefined) {
+      const list = this.#failures.get(client);
+      const index = list?.lastIndexOf(now) ?? -1;
+      if (list && index >= 0) list.splice(index, 1);
+      return 'ok';
+    }
     // Forget idle clients, so the map cannot grow without bound.
     if (this.#failures.size > 10_000) for (const [key, times] of this.#failures) if (now - times.at(-1)! >= this.#windowMs) this.#failures.delete(key);
     return 'invalid';

@@ -113,6 +113,9 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Keys whose values are never printed: in errors, `check`, or logs. */
+export const SECRET_KEYS = new Set(['pass', 'password', 'password_hash']);
+
 /** One line per problem, naming the key path: `relay.timeout_seconds: expected a positive number, got "soon"`. */
 export function describeIssues(error: z.ZodError): string[] {
   return error.issues.map((issue) => {
@@ -122,6 +125,9 @@ export function describeIssues(error: z.ZodError): string[] {
       return issue.keys.map((key) => `${prefix}${key}: unknown key`).join('\n');
     }
     const input = (issue as { input?: unknown }).input;
+    // The value is shown to help, unless it could be a secret or holds one.
+    const secret = issue.path.some((part) => SECRET_KEYS.has(String(part))) || (typeof input === 'object' && input !== null);
+    if (secret && input !== undefined) return `${path}: ${issue.message}`;
     if (input === undefined) {
       const env = issue.path.length === 2 ? ` (or ${`SMTP_DUP_${issue.path.join('_')}`.toUpperCase()})` : '';
       return `${path}: required${env}`;

@@ -155,7 +155,8 @@ export class InboundListener {
   ): Promise<void> {
     if (this.#commandsOff(session).includes('AUTH')) return callback(new SmtpReplyError(Replies.authNeedsTls()));
     const user = auth.username ?? '';
-    const result = await this.#options.authenticator.check(session.remoteAddress, user, auth.password ?? '');
+    // A failure here is a temporary one for the client, never an unhandled rejection.
+    const result = await this.#options.authenticator.check(session.remoteAddress, user, auth.password ?? '').catch(() => 'rate-limited' as const);
     // The user name is logged, the password never.
     this.#log.info({ user, client: session.remoteAddress, result }, 'authentication');
     if (result === 'ok') return callback(null, { user });
@@ -238,9 +239,11 @@ export class InboundListener {
     const user = this.#connection(session).user;
     if (user && !this.#options.authenticator.senderAllowed(user, envelopeAddress(address).address)) return answer(callback, Replies.senderNotAllowed(user));
     const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
+    // Registered before the plugins run, so a reload waits for it before closing them.
+    this.#transactions.set(session.id, tx);
     const reply = await tx.mail(this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user));
-    if (isSuccess(reply) && !this.#closed.has(session)) this.#transactions.set(session.id, tx);
-    else {
+    if (!isSuccess(reply) || this.#closed.has(session)) {
+      if (this.#transactions.get(session.id) === tx) this.#ended(session.id);
       tx.abort();
       if (!isSuccess(reply)) this.#deps.events?.transaction(reply, (Date.now() - tx.startedAt) / 1000);
     }

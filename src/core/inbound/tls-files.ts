@@ -4,6 +4,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../config/load.ts';
 
@@ -29,15 +30,29 @@ export async function readTlsFiles(files: { cert: string; key: string }): Promis
   return material;
 }
 
-/** Calls `onChange` with fresh material when either file changes (debounced); returns a stop function. */
+/**
+ * Calls `onChange` with fresh material when the files change (debounced); returns a stop
+ * function. The folders are watched, not the files: renewals replace files by rename or swap a
+ * symlink (certbot), which a watch on the old file would never see.
+ */
 export function watchTlsFiles(files: { cert: string; key: string }, onChange: (material: TlsMaterial) => void, onError: (err: Error) => void): () => void {
   let timer: NodeJS.Timeout | undefined;
+  let last = '';
   const reload = () => {
     clearTimeout(timer);
-    // Certificate renewals write two files; wait for both.
-    timer = setTimeout(() => readTlsFiles(files).then(onChange, onError), 200);
+    // Certificate renewals write two files; wait for both, and act only if the content changed.
+    timer = setTimeout(() => {
+      readTlsFiles(files).then((material) => {
+        const fingerprint = material.cert.toString('base64') + material.key.toString('base64');
+        if (fingerprint === last) return;
+        last = fingerprint;
+        onChange(material);
+      }, onError);
+    }, 200);
   };
-  const watchers: FSWatcher[] = [files.cert, files.key].map((file) => watch(file, reload));
+  void readTlsFiles(files).then((material) => (last = material.cert.toString('base64') + material.key.toString('base64')), () => undefined);
+  const folders = [...new Set([dirname(files.cert), dirname(files.key)])];
+  const watchers: FSWatcher[] = folders.map((folder) => watch(folder, reload));
   for (const w of watchers) w.on('error', onError);
   return () => {
     clearTimeout(timer);

@@ -67,7 +67,8 @@ export class Metrics implements DeliveryEvents {
       help: 'Age of the oldest pending copy (0 when the spool is empty)',
       registers,
       collect() {
-        const oldest = Math.min(...(sources()?.pendingCopies() ?? []).map((c) => c.createdAt));
+        let oldest = Infinity; // a loop: spreading a long outage's copies into Math.min overflows the stack
+        for (const copy of sources()?.pendingCopies() ?? []) if (copy.createdAt < oldest) oldest = copy.createdAt;
         this.set(Number.isFinite(oldest) ? (Date.now() - oldest) / 1000 : 0);
       },
     });

@@ -142,6 +142,12 @@ export class FsSpool implements Spool {
     return false;
   }
 
+  postpone(job: CopyJob, nextAttemptAt: number): void {
+    const key = `${job.record.id}.${job.index}`;
+    const current = this.#jobs.get(key);
+    if (current) this.#jobs.set(key, { ...current, state: { ...current.state, nextAttemptAt } });
+  }
+
   async settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
     const { record, index } = job;
     const key = `${record.id}.${index}`;

@@ -86,6 +86,8 @@ export interface Spool {
   openBody(id: string): Readable;
   /** Whether the job's message is still on disk; forgets it if not (deleted by an administrator). */
   stillQueued(job: CopyJob): Promise<boolean>;
+  /** Moves a copy's next attempt (in memory only: after a restart it is due at once). */
+  postpone(job: CopyJob, nextAttemptAt: number): void;
   /** Records the result of an attempt durably; a finished message's files are removed. */
   settle(job: CopyJob, outcome: CopyOutcome): Promise<void>;
   /**

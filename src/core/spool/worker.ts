@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import type { Destination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { formatReply, replyClass } from '../replies.ts';
-import { UpstreamTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
+import { ErrorCodes, isGsdError } from '../errors.ts';
+import { UpstreamTransaction, type DeliveryTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
 import type { DeliveryEvents } from '../observability/events.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type Spool } from './types.ts';
@@ -21,6 +22,9 @@ export interface WorkerOptions extends TransactionTimeouts {
   /** Copies in flight at once, across destinations. */
   concurrency: number;
 }
+
+/** How soon a copy is tried again when its destination is at its connection or rate limit. */
+const BUSY_RETRY_MS = 1000;
 
 export class CopyWorker {
   readonly #spool: Spool;
@@ -91,6 +95,9 @@ export class CopyWorker {
     try {
       outcome = await this.#deliver(job);
     } catch (err) {
+      // At its connection or rate limit: try again shortly, without counting an attempt or
+      // holding one of the worker's slots (other destinations go on meanwhile).
+      if (isGsdError(err, ErrorCodes.DESTINATION_BUSY)) return this.#spool.postpone(job, Date.now() + BUSY_RETRY_MS);
       outcome = this.#retryAll(job, (err as Error).message);
     }
     const log = {
@@ -115,8 +122,10 @@ export class CopyWorker {
     try {
       await this.#spool.settle(job, outcome);
     } catch (err) {
-      // The state stays as it was: the copy is attempted again (at-least-once, never lost).
+      // The state stays as it was: the copy is attempted again (at-least-once, never lost), but
+      // not at once: a spool that cannot be written would otherwise resend in a tight loop.
       this.#log.error({ id: record.id, destination: copy.destination, err: (err as Error).message }, 'cannot record copy outcome');
+      this.#spool.postpone(job, Date.now() + this.#backoffMs(job.state.attempts + 1));
     }
   }
 
@@ -125,9 +134,18 @@ export class CopyWorker {
     const destination = this.#options.resolve(record.copies[job.index]!.destination);
     if (typeof destination === 'string') return { dead: { recipients: copyRecipients(job), reason: `invalid destination: ${destination}` } };
     const recipients = copyRecipients(job);
-    // Copies wait their turn under a destination's max_connections and rate.
-    const { tx, reply } = await UpstreamTransaction.begin(this.#pool, [destination], record.sender, this.#options, { waitForLimits: true });
+    const { tx, reply } = await UpstreamTransaction.begin(this.#pool, [destination], record.sender, this.#options);
     if (!tx) return this.#classifyAll(job, recipients, `MAIL: ${formatReply(reply)}`, replyClass(reply) === 'reject');
+    try {
+      return await this.#send(job, tx, recipients);
+    } catch (err) {
+      tx.destroy(); // releases the destination's connection slot, whatever failed
+      throw err;
+    }
+  }
+
+  async #send(job: CopyJob, tx: DeliveryTransaction, recipients: readonly EnvelopeAddress[]): Promise<CopyOutcome> {
+    const { record } = job;
 
     const accepted: EnvelopeAddress[] = [];
     const refused: EnvelopeAddress[] = [];

@@ -144,7 +144,9 @@ export class UpstreamConnection {
 
   /** AUTH PLAIN (or LOGIN when only that is offered); credentials never travel in plain text. */
   async #authenticate(auth: { user: string; pass: string }, timeoutMs: number, unavailable: (message: string, step: string) => GsdError): Promise<void> {
-    if (!this.secure) throw unavailable('would receive credentials without TLS: refused (use smtp+starttls:// or smtps://)', 'AUTH');
+    // Encrypted is not enough: an unverified peer could be anyone. Credentials need the server's
+    // certificate verified (smtp+starttls:// or smtps://, or tls.verify: true).
+    if (!this.secure || !verifies(this.destination)) throw unavailable('would receive credentials without a verified TLS connection: refused (use smtp+starttls:// or smtps://)', 'AUTH');
     const methods = (this.extensions.get('AUTH') ?? '').toUpperCase().split(/\s+/);
     let reply: UpstreamReply;
     if (methods.includes('PLAIN') || !methods.includes('LOGIN')) {
@@ -154,8 +156,8 @@ export class UpstreamConnection {
       if (reply.code === 334) reply = await this.command(Buffer.from(auth.user).toString('base64'), 'AUTH', timeoutMs);
       if (reply.code === 334) reply = await this.command(Buffer.from(auth.pass).toString('base64'), 'AUTH', timeoutMs);
     }
-    // The reply is named, the credentials are not.
-    if (reply.code !== 235) throw unavailable(`refused our credentials for ${auth.user}: ${reply.code} ${reply.text}`, 'AUTH');
+    // Neither the credentials nor the user name go into the error (it can reach the client).
+    if (reply.code !== 235) throw unavailable(`refused our credentials: ${reply.code} ${reply.text}`, 'AUTH');
   }
 
   get usable(): boolean {
@@ -306,11 +308,16 @@ function worstReply(replies: UpstreamReply[]): UpstreamReply {
   return replies.find((r) => r.code >= 400 && r.code < 500) ?? replies.find((r) => r.code >= 500) ?? replies[0]!;
 }
 
+/** Whether the server's certificate is verified: by default for smtp+starttls:// and smtps://. */
+function verifies(destination: SmtpDestination): boolean {
+  return destination.verify ?? (destination.tls ?? 'opportunistic') !== 'opportunistic';
+}
+
 /** TLS client options for a destination: SNI for host names, verification, CA and client certificate. */
 function tlsOptions(destination: SmtpDestination): tls.ConnectionOptions {
   return {
     servername: net.isIP(destination.host) ? undefined : destination.host,
-    rejectUnauthorized: destination.verify ?? (destination.tls ?? 'opportunistic') !== 'opportunistic',
+    rejectUnauthorized: verifies(destination),
     ...(destination.ca && { ca: readFileSync(destination.ca) }),
     ...(destination.cert && { cert: readFileSync(destination.cert) }),
     ...(destination.key && { key: readFileSync(destination.key) }),

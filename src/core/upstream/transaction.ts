@@ -65,18 +65,14 @@ export class UpstreamTransaction implements DeliveryTransaction {
     candidates: readonly Destination[],
     sender: EnvelopeAddress,
     timeouts: TransactionTimeouts,
-    options: {
-      onFailover?: (destination: Destination, err: GsdError) => void;
-      /** Wait for a destination's max_connections/rate (copies) rather than fail over or refuse. */
-      waitForLimits?: boolean;
-    } = {},
+    options: { onFailover?: (destination: Destination, err: GsdError) => void } = {},
   ): Promise<{ tx: DeliveryTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
     let lastError: unknown;
     const skipped: string[] = [];
     for (const destination of candidates) {
       if (destination.kind === 'maildir') return { ...MaildirTransaction.begin(destination, sender), destination };
       // Over its limits (and not waiting): the next candidate, or 451 4.7.0. Not a health failure.
-      const permit = await pool.limits.acquire(destination, Boolean(options.waitForLimits) || destination.onLimit === 'wait');
+      const permit = await pool.limits.acquire(destination, destination.onLimit === 'wait');
       if (!permit) {
         lastError = new GsdError(ErrorCodes.DESTINATION_BUSY, `${destination.label} is at its connection or rate limit`, { step: 'connect' });
         continue;
