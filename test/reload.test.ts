@@ -76,3 +76,16 @@ describe('reload', () => {
     assert.equal(b.messages.length, 1);
   });
 });
+
+describe('reload, in process', () => {
+  test('settings that need a restart are reported on every reload until the router restarts', async (t) => {
+    const { router } = await import('./helpers/fixtures.ts');
+    const { validateConfig } = await import('../src/core/config/load.ts');
+    const a = await sink(t);
+    const r = await router(t, { config: { relay: { destination_primary: a.label } } });
+    const next = validateConfig({ ...r.config, smtp: { ...r.config.smtp, max_errors: 3 }, plugins: undefined }, 'test');
+    assert.deepEqual((await r.router.reload(next)).needsRestart, ['smtp.max_errors']);
+    assert.deepEqual((await r.router.reload(next)).needsRestart, ['smtp.max_errors'], 'still not applied');
+    assert.deepEqual((await r.router.reload(r.config)).needsRestart, []);
+  });
+});

@@ -49,7 +49,7 @@ export interface Router {
 }
 
 /** Keys a reload cannot apply to a running router. */
-const RESTART_KEYS = ['smtp.listen', 'smtp.implicit_tls_listen', 'smtp.lmtp_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
+const RESTART_KEYS = ['smtp.listen', 'smtp.tls', 'smtp.implicit_tls_listen', 'smtp.lmtp_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
 
 function valueAt(config: Config, key: string): unknown {
   return key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], config);
@@ -137,7 +137,6 @@ export async function startRouter(options: StartOptions): Promise<Router> {
       log: log.child({ component: 'smtp' }),
       events,
     });
-    let current = config;
     const listener = new InboundListener(
       depsFor(config, driver, stack.timeouts),
       {
@@ -215,8 +214,8 @@ export async function startRouter(options: StartOptions): Promise<Router> {
         const previous = driver;
         driver = reloaded;
         registry = nextRegistry;
-        const needsRestart = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(current, key)) !== JSON.stringify(valueAt(next, key)));
-        current = { ...next };
+        // Against the configuration the router started with: those settings never change while it runs.
+        const needsRestart = RESTART_KEYS.filter((key) => JSON.stringify(valueAt(config, key)) !== JSON.stringify(valueAt(next, key)));
         log.level = next.log.level;
         if (material) listener.updateTls(material);
         // Open transactions finish on the previous plugins, which are closed once they are done.
