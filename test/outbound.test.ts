@@ -90,6 +90,29 @@ describe('outbound TLS and AUTH', () => {
     assert.equal(copy!.secure, true);
   });
 
+  test('two named destinations with one URL and their own accounts never share a connection', async (t) => {
+    const { sink: provider, ca } = await tlsSink(t, { users: { sales: 'ps', support: 'pt' } });
+    const url = `smtp+starttls://${provider.label}`;
+    const r = await router(t, {
+      config: {
+        destinations: { sales: { url, tls: { ca }, auth: { user: 'sales', pass: 'ps' } }, support: { url, tls: { ca }, auth: { user: 'support', pass: 'pt' } } },
+        plugins: [{ route: { rules: [{ sender: '@sales.example', use: { failover: { destinations: ['sales'] } } }], default: { failover: { destinations: ['support'] } } } }],
+      },
+    });
+    for (const from of ['a@sales.example', 'b@other.example', 'c@sales.example', 'd@other.example']) {
+      assert.equal((await sendMail(r.port, { from, to: ['x@example.net'], body: sampleMessage(from) })).data?.code, 250);
+    }
+    assert.deepEqual(
+      provider.messages.map((m) => [m.from, m.user]),
+      [
+        ['a@sales.example', 'sales'],
+        ['b@other.example', 'support'],
+        ['c@sales.example', 'sales'],
+        ['d@other.example', 'support'],
+      ],
+    );
+  });
+
   test('credentials are never sent without TLS', async (t) => {
     const upstream = await sink(t, { users: { relayuser: 'x' } }); // no STARTTLS offered
     const r = await router(t, { config: { destinations: { up: { url: upstream.label, auth: { user: 'relayuser', pass: 'x' } } }, plugins: [{ failover: { destinations: ['up'] } }] } });

@@ -39,7 +39,17 @@ export interface SmtpDestination {
   readonly rate?: { readonly count: number; readonly perMs: number };
   /** A synchronous delivery over a limit: `tempfail` (451 4.7.0, default) or `wait`. Copies always wait. */
   readonly onLimit?: 'tempfail' | 'wait';
+  /** The name in `destinations:`, for a named destination. */
+  readonly name?: string;
+  /**
+   * What pooled connections and limits are keyed by: two names with the same URL but their own
+   * credentials or TLS settings must never share an (authenticated) connection or a quota.
+   */
+  readonly poolKey?: string;
 }
+
+/** The key for pooled connections and limits (the label for an unnamed destination). */
+export const poolKeyOf = (destination: SmtpDestination): string => destination.poolKey ?? destination.label;
 
 const SCHEMES: Record<string, { protocol: 'smtp' | 'lmtp'; tls: TlsMode; port: number }> = {
   smtp: { protocol: 'smtp', tls: 'opportunistic', port: 25 },
@@ -117,13 +127,14 @@ export interface DestinationSpec {
   on_limit?: 'tempfail' | 'wait';
 }
 
-export function destinationFromSpec(spec: string | DestinationSpec): Destination | string {
-  if (typeof spec === 'string') return parseDestination(spec);
-  const base = parseDestination(spec.url);
-  if (typeof base === 'string') return base;
-  if (base.kind !== 'smtp') return base;
+export function destinationFromSpec(spec: string | DestinationSpec, name?: string): Destination | string {
+  const base = parseDestination(typeof spec === 'string' ? spec : spec.url);
+  if (typeof base === 'string' || base.kind !== 'smtp') return base;
+  const named = name === undefined ? {} : { name, poolKey: `${base.label}#${name}` };
+  if (typeof spec === 'string') return { ...base, ...named };
   return {
     ...base,
+    ...named,
     ...(spec.tls?.verify !== undefined && { verify: spec.tls.verify }),
     ...(spec.tls?.ca && { ca: spec.tls.ca }),
     ...(spec.tls?.cert && { cert: spec.tls.cert }),

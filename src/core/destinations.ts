@@ -12,7 +12,7 @@ export class DestinationRegistry {
 
   constructor(named: Readonly<Record<string, string | DestinationSpec>> = {}) {
     const entries = Object.entries(named).map(([name, spec]) => {
-      const parsed = destinationFromSpec(spec);
+      const parsed = destinationFromSpec(spec, name);
       if (typeof parsed === 'string') throw new Error(`destinations.${name}: ${parsed}`);
       return [name, parsed] as const;
     });
@@ -43,6 +43,12 @@ export class DestinationRegistry {
   byLabel(label: string): Destination | string {
     for (const destination of this.#named.values()) if (destination.label === label) return destination;
     return parseDestination(label);
+  }
+
+  /** A spooled copy's destination: by the name it was routed by when it had one, else by label. */
+  forCopy(copy: { destination: string; name?: string }): Destination | string {
+    const named = copy.name === undefined ? undefined : this.#named.get(copy.name);
+    return named ?? this.byLabel(copy.destination);
   }
 
   resolve(ref: DestinationRef): Destination {

@@ -123,7 +123,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     const events = fanOut(metrics, journal);
     // Copies resolve their destinations through the current configuration, reloads included.
     let registry = stack.destinations;
-    const worker = new CopyWorker(spool, stack.pool, { ...stack.worker, resolve: (label) => registry.byLabel(label) }, log.child({ component: 'copies' }), events);
+    const worker = new CopyWorker(spool, stack.pool, { ...stack.worker, resolve: (copy) => registry.forCopy(copy) }, log.child({ component: 'copies' }), events);
     cleanups.push(() => worker.stop());
 
     const tls = config.smtp.tls ? await readTlsFiles(config.smtp.tls) : undefined;

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/config/load.ts';
-import type { Destination } from '../core/destination.ts';
+import { poolKeyOf, type Destination } from '../core/destination.ts';
 import type { DestinationRegistry } from '../core/destinations.ts';
 import { ErrorCodes, GsdError } from '../core/errors.ts';
 import type { HealthRegistry } from '../core/health.ts';
@@ -20,7 +20,7 @@ export type Route =
 
 /** Recipients whose routes share this key can be in one upstream transaction. */
 export function routeKey(route: Route): string | undefined {
-  return route.kind === 'deliver' ? route.to.map((d) => d.label).join(',') : undefined;
+  return route.kind === 'deliver' ? route.to.map((d) => (d.kind === 'smtp' ? poolKeyOf(d) : d.label)).join(',') : undefined;
 }
 
 export interface DriverOptions {

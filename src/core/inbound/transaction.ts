@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Destination } from '../destination.ts';
+import { poolKeyOf, type Destination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { replyForError } from '../errors.ts';
 import { CanonicalBody, type BareLineEndingPolicy } from '../message-stream.ts';
@@ -252,15 +252,16 @@ export class InboundTransaction {
 
   /** Copies due for this message: per destination, the recipients the primary accepted. */
   #copies(): Array<{ destination: Destination; recipients: EnvelopeAddress[] }> {
-    const byLabel = new Map<string, { destination: Destination; recipients: EnvelopeAddress[] }>();
+    const byDestination = new Map<string, { destination: Destination; recipients: EnvelopeAddress[] }>();
     for (const { recipient, copies } of this.#accepted) {
       for (const destination of copies) {
-        const entry = byLabel.get(destination.label) ?? { destination, recipients: [] };
+        const key = destination.kind === 'smtp' ? poolKeyOf(destination) : destination.label;
+        const entry = byDestination.get(key) ?? { destination, recipients: [] };
         entry.recipients.push(recipient);
-        byLabel.set(destination.label, entry);
+        byDestination.set(key, entry);
       }
     }
-    return [...byLabel.values()];
+    return [...byDestination.values()];
   }
 
   #record(copies: Array<{ destination: Destination; recipients: EnvelopeAddress[] }>): SpoolRecord {
@@ -271,7 +272,11 @@ export class InboundTransaction {
       sender: this.#sender,
       client: { address: this.#ctx.connection.remoteAddress, helo: this.#ctx.connection.heloName },
       size: this.#size,
-      copies: copies.map((c) => ({ destination: c.destination.label, recipients: c.recipients })),
+      copies: copies.map((c) => ({
+        destination: c.destination.label,
+        ...(c.destination.kind === 'smtp' && c.destination.name !== undefined && { name: c.destination.name }),
+        recipients: c.recipients,
+      })),
     };
   }
 

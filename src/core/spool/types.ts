@@ -10,8 +10,10 @@ import type { Readable, Writable } from 'node:stream';
 import type { EnvelopeAddress } from '../envelope.ts';
 
 export interface SpoolCopy {
-  /** The destination as configured (`host:port`). */
+  /** The destination's label (`host:port`, a URL, `maildir:/path`), for people and metrics. */
   readonly destination: string;
+  /** The name in `destinations:` it was routed by, so its own credentials and TLS settings apply. */
+  readonly name?: string;
   readonly recipients: readonly EnvelopeAddress[];
 }
 

@@ -14,8 +14,8 @@ import type { UpstreamPool } from '../upstream/pool.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type Spool } from './types.ts';
 
 export interface WorkerOptions extends TransactionTimeouts {
-  /** A copy's destination from its label in the spool (configured destinations keep their TLS, credentials, limits). */
-  resolve: (label: string) => Destination | string;
+  /** A copy's destination from the spool record (configured destinations keep their TLS, credentials, limits). */
+  resolve: (copy: { destination: string; name?: string }) => Destination | string;
   retryInitialMs: number;
   retryMaxMs: number;
   maxAgeMs: number;
@@ -131,7 +131,7 @@ export class CopyWorker {
 
   async #deliver(job: CopyJob): Promise<CopyOutcome> {
     const { record } = job;
-    const destination = this.#options.resolve(record.copies[job.index]!.destination);
+    const destination = this.#options.resolve(record.copies[job.index]!);
     if (typeof destination === 'string') return { dead: { recipients: copyRecipients(job), reason: `invalid destination: ${destination}` } };
     const recipients = copyRecipients(job);
     const { tx, reply } = await UpstreamTransaction.begin(this.#pool, [destination], record.sender, this.#options);

@@ -4,7 +4,7 @@
  * second/minute/hour (a token bucket). Copies wait for their turn; a synchronous delivery either
  * waits too or is refused at once with 451 4.7.0 (`on_limit`), so the sender retries.
  */
-import type { SmtpDestination } from '../destination.ts';
+import { poolKeyOf, type SmtpDestination } from '../destination.ts';
 
 export interface Permit {
   release(): void;
@@ -30,10 +30,10 @@ export class DestinationLimits {
   readonly #slots = new Map<string, Slot>();
 
   #slot(destination: SmtpDestination): Slot {
-    let slot = this.#slots.get(destination.label);
+    let slot = this.#slots.get(poolKeyOf(destination));
     if (!slot) {
       const rate = destination.rate;
-      this.#slots.set(destination.label, (slot = { active: 0, waiters: [], tokens: rate ? rate.count : Infinity, refilledAt: Date.now() }));
+      this.#slots.set(poolKeyOf(destination), (slot = { active: 0, waiters: [], tokens: rate ? rate.count : Infinity, refilledAt: Date.now() }));
     }
     return slot;
   }

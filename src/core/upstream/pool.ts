@@ -3,7 +3,7 @@
  * clean end of transaction (a final reply to DATA) or after a successful RSET; anything else is
  * closed. Idle connections are closed after `idleMs`, well before a server's own idle timeout.
  */
-import type { SmtpDestination } from '../destination.ts';
+import { poolKeyOf, type SmtpDestination } from '../destination.ts';
 import type { HealthRegistry } from '../health.ts';
 import { UpstreamConnection, type ConnectOptions } from './connection.ts';
 import { DestinationLimits } from './limits.ts';
@@ -38,7 +38,7 @@ export class UpstreamPool {
   /** An idle connection to `destination` if one is usable, else a new one. */
   async acquire(destination: SmtpDestination, fresh = false): Promise<{ conn: UpstreamConnection; reused: boolean }> {
     if (!fresh) {
-      const idle = this.#idle.get(destination.label);
+      const idle = this.#idle.get(poolKeyOf(destination));
       while (idle && idle.length > 0) {
         const conn = idle.pop()!;
         if (conn.usable) return { conn, reused: true };
@@ -63,13 +63,13 @@ export class UpstreamPool {
 
   #park(conn: UpstreamConnection): void {
     if (this.#closed) return conn.quit(); // an RSET that finished after close()
-    const idle = this.#idle.get(conn.destination.label) ?? [];
+    const idle = this.#idle.get(poolKeyOf(conn.destination)) ?? [];
     // Idle connections count against a destination's max_connections too: keep at most that many.
     const max = Math.min(this.#options.maxIdlePerDestination, conn.destination.maxConnections ?? Infinity);
     if (idle.length >= max) return conn.quit();
     conn.lastUsed = Date.now();
     idle.push(conn);
-    this.#idle.set(conn.destination.label, idle);
+    this.#idle.set(poolKeyOf(conn.destination), idle);
   }
 
   #sweep(): void {
