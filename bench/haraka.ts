@@ -6,11 +6,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../src/testkit/raw-server.ts';
+import { freePort, waitForPort } from '../src/testkit/raw-server.ts';
 
 const run = promisify(execFile);
 
@@ -46,18 +45,7 @@ export async function findHaraka(): Promise<Haraka | undefined> {
       };
       for (const [name, text] of Object.entries(files)) await writeFile(join(home, 'config', name), text);
       const proc: ChildProcess = spawn(bin, ['-c', home], { stdio: 'ignore' });
-      for (let i = 0; ; i++) {
-        const up = await new Promise<boolean>((done) => {
-          const s = net.connect(port, '127.0.0.1', () => {
-            s.destroy();
-            done(true);
-          });
-          s.on('error', () => done(false));
-        });
-        if (up) break;
-        if (i > 300) throw new Error('Haraka did not start');
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      if (!(await waitForPort(port, 30_000))) throw new Error('Haraka did not start');
       return {
         port,
         stop: async () => {

@@ -6,10 +6,9 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
-import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../src/testkit/raw-server.ts';
+import { freePort, waitForPort } from '../src/testkit/raw-server.ts';
 
 const run = promisify(execFile);
 
@@ -37,21 +36,6 @@ async function locate(): Promise<string | undefined> {
 }
 
 
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((done) => {
-      const socket = net.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        done(true);
-      });
-      socket.on('error', () => done(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`smtp-sink did not start on ${port}`);
-}
-
 export async function findPostfixTools(): Promise<PostfixTools | undefined> {
   if (process.env.BENCH_NODE_TOOLS) return undefined;
   const root = await locate();
@@ -64,7 +48,7 @@ export async function findPostfixTools(): Promise<PostfixTools | undefined> {
       const port = await freePort();
       const asRoot = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
       const proc = spawn(bin('smtp-sink'), [...asRoot, `127.0.0.1:${port}`, '1024'], { env, stdio: 'ignore' });
-      await waitForPort(port);
+      if (!(await waitForPort(port))) throw new Error(`smtp-sink did not start on ${port}`);
       return {
         label: `127.0.0.1:${port}`,
         stop: async () => {

@@ -62,7 +62,8 @@ describe('outbound TLS and AUTH', () => {
       }),
     );
     const { config } = await loadConfig({ file, env: { UPSTREAM_PASS: 's3cret-pass' } });
-    const r = await router(t, { config: config as never });
+    // The loaded config names the default queue folder; the test's spool lives in its temporary folder.
+    const r = await router(t, { config: { ...config, queue: { ...config.queue, dir: join(dir, 'spool') } } as never });
     assert.equal((await sendMail(r.port, message())).data?.code, 250);
     assert.equal(upstream.messages[0]!.user, 'relayuser');
 

@@ -20,7 +20,7 @@ import { explainRoute, type RecipientRoute } from '../plugins/explain.ts';
 import type { ConnectionInfo, RouterPlugin } from '../plugins/types.ts';
 
 export { startSink, type CapturedMessage, type Sink, type SinkBehaviour, type SinkOptions } from './sink.ts';
-export { freePort, startRawServer, type RawServer, type RawServerMode } from './raw-server.ts';
+export { freePort, startRawServer, waitForPort, type RawServer, type RawServerMode } from './raw-server.ts';
 export { SmtpTestClient, sendMail, sampleMessage, dotStuff, type Reply } from './client.ts';
 export type { RecipientRoute } from '../plugins/explain.ts';
 

@@ -6,11 +6,10 @@
  */
 import { execFile } from 'node:child_process';
 import { chmod, chown, mkdir, readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
-import { freePort } from '../../src/testkit/raw-server.ts';
+import { freePort, waitForPort } from '../../src/testkit/raw-server.ts';
 
 const run = promisify(execFile);
 
@@ -124,16 +123,6 @@ postlog   unix-dgram n - n - 1 postlogd
   };
   t.after(() => instance.stop());
   // Ready when smtpd answers.
-  for (let i = 0; i < 100; i++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (up) return instance;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  if (await waitForPort(port)) return instance;
   throw new Error(`postfix did not start; log:\n${await instance.log()}`);
 }
