@@ -73,7 +73,30 @@ describe('DotStuffed', () => {
       ['.a\r\n.\r\n..b\r\nc.d\r\n', '..a\r\n..\r\n...b\r\nc.d\r\n.\r\n'],
     ];
     for (const [input, expected] of cases) {
-      for (const cuts of cutsOf(input)) assert.equal(await through(new DotStuffed(), input, cuts), expected, `${JSON.stringify(input)} cuts ${cuts}`);
+      for (const cuts of cutsOf(input)) {
+        assert.equal(await through(new DotStuffed(), input, cuts), expected, `${JSON.stringify(input)} cuts ${cuts}`);
+        assert.equal(await through(new DotStuffed(3), input, cuts), expected, `block 3: ${JSON.stringify(input)} cuts ${cuts}`);
+      }
     }
+  });
+
+  test('writes a small message as one block with its terminator, a large one in bounded blocks', async () => {
+    const blocks = async (input: Buffer, chunkBytes: number) => {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < input.length; i += chunkBytes) chunks.push(input.subarray(i, i + chunkBytes));
+      const out: Buffer[] = [];
+      await new Promise<void>((resolve, reject) => {
+        Readable.from(chunks).pipe(new DotStuffed(64 * 1024)).on('data', (c: Buffer) => out.push(c)).on('end', resolve).on('error', reject);
+      });
+      return out;
+    };
+    const line = Buffer.from(`${'x'.repeat(78)}\r\n`);
+    const small = await blocks(Buffer.concat(Array(128).fill(line)), 4096); // 10 KB in three chunks
+    assert.equal(small.length, 1);
+    assert.ok(small[0]!.toString('latin1').endsWith('x\r\n.\r\n'));
+    const large = await blocks(Buffer.concat(Array(10_000).fill(line)), 16 * 1024); // 800 KB
+    assert.ok(large.length >= 12, `${large.length} blocks`);
+    assert.ok(large.every((b) => b.length < 64 * 1024 + 16 * 1024), 'no block grows past one block and one chunk');
+    assert.equal(Buffer.concat(large).length, 800_000 + 3);
   });
 });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
-import { rawServer, router, sink } from './helpers/fixtures.ts';
+import { eventually, rawServer, router, sink } from './helpers/fixtures.ts';
 
 const FROM = 'sender@example.com';
 
@@ -33,17 +33,35 @@ describe('primary pass-through', () => {
     assert.deepEqual(primary.messages[0]!.to, ['ok@example.net']);
   });
 
-  test('a sender the primary refuses is refused at MAIL FROM', async (t) => {
+  test('a sender the primary refuses: its exact reply reaches the client at RCPT TO, MAIL FROM having gone out with the first recipient', async (t) => {
     const primary = await sink(t, { behaviour: { mail: () => ({ code: 553, enhanced: '5.7.1', text: 'Sender not allowed' }) } });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    assert.equal((await client.command(`MAIL FROM:<${FROM}>`)).code, 250);
+    for (const to of ['a@example.net', 'b@example.net']) {
+      const rcpt = await client.command(`RCPT TO:<${to}>`);
+      assert.deepEqual([rcpt.code, rcpt.enhanced, rcpt.text], [553, '5.7.1', 'Sender not allowed'], to);
+    }
+    assert.equal((await client.command('DATA')).code, 503, 'no recipient, no message');
+    // The session goes on: after RSET, a new MAIL is a new attempt on a clean upstream connection.
+    assert.equal((await client.command('RSET')).code, 250);
+    primary.behave({});
+    assert.equal((await client.send({ from: FROM, to: ['a@example.net'], body: sampleMessage(), ehlo: false })).data?.code, 250);
+    assert.equal(primary.messages.length, 1);
+  });
+
+  test('a sender refused by a primary without PIPELINING is refused at MAIL FROM', async (t) => {
+    const primary = await sink(t, { pipelining: false, behaviour: { mail: () => ({ code: 553, enhanced: '5.7.1', text: 'Sender not allowed' }) } });
     const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
     const client = await SmtpTestClient.connect(r.port);
     t.after(() => client.destroy());
     await client.command('EHLO c');
     const mail = await client.command(`MAIL FROM:<${FROM}>`);
     assert.deepEqual([mail.code, mail.enhanced, mail.text], [553, '5.7.1', 'Sender not allowed']);
-    // The session goes on: a new MAIL is a new attempt.
     primary.behave({});
-    assert.equal((await client.command(`MAIL FROM:<${FROM}>`)).code, 250);
+    assert.equal((await client.send({ from: FROM, to: ['a@example.net'], body: sampleMessage(), ehlo: false })).data?.code, 250);
   });
 
   test('5xx and 4xx after DATA are passed through, never turned into 250', async (t) => {
@@ -89,6 +107,7 @@ describe('primary pass-through', () => {
       assert.match(last.enhanced ?? '', /^4\.4\./);
       // The session survives and can go on.
       assert.equal((await client.command('NOOP')).code, 250);
+      assert.equal((await client.command('RSET')).code, 250);
     });
   }
 
@@ -202,23 +221,16 @@ describe('regressions found in review', () => {
     assert.deepEqual(primary.messages[0]!.to, ['日本@例え.jp']);
   });
 
-  test('a client that leaves while the upstream answers MAIL does not leave the upstream transaction open', async (t) => {
+  test('a client that leaves while the upstream answers MAIL and RCPT does not leave the upstream transaction open', async (t) => {
     const slow = await rawServer(t, { replyDelayMs: 300 });
     const r = await router(t, { config: { relay: { destination_primary: slow.label } } });
     const client = await SmtpTestClient.connect(r.port);
-    client.write('EHLO c\r\nMAIL FROM:<a@example.com>\r\n');
+    client.write('EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n');
     await client.next(); // EHLO
-    await new Promise<void>((resolve) => {
-      const check = () => (slow.commands.some((c) => c.startsWith('MAIL')) ? resolve() : setTimeout(check, 10));
-      check();
-    });
+    await eventually(() => slow.commands.some((c) => c.startsWith('RCPT')), 5000, 'the upstream to see it');
     client.destroy();
-    // The router resets (RSET) the upstream transaction once MAIL is answered, or closes it.
-    await new Promise<void>((resolve, reject) => {
-      const deadline = Date.now() + 5000;
-      const check = () => (slow.commands.some((c) => /^(RSET|QUIT)/.test(c)) ? resolve() : Date.now() > deadline ? reject(new Error(`commands: ${slow.commands}`)) : setTimeout(check, 20));
-      check();
-    });
+    // The router resets (RSET) the upstream transaction once RCPT is answered, or closes it.
+    await eventually(() => slow.commands.some((c) => /^(RSET|QUIT)/.test(c)), 5000, 'the upstream to see it');
   });
 
   for (const [name, policy, body] of [

@@ -111,11 +111,44 @@ function normalizeLineEndings(buf: Buffer): Buffer {
   return Buffer.from(out);
 }
 
-/** Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase. */
+/**
+ * Upstream writes are gathered into blocks of this size: on loopback and LANs each socket write is
+ * a system call that also wakes the receiver, so a 10 KB message arriving in several chunks goes
+ * out as one write, terminator included. Memory per transaction stays bounded by one block.
+ */
+export const WIRE_BLOCK_BYTES = 64 * 1024;
+
+/**
+ * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase. Output comes in
+ * blocks of up to `blockBytes` (the last one carries the terminator), so that a small message is
+ * a single write.
+ */
 export class DotStuffed extends Transform {
   #atLineStart = true;
   #lastTwo: Buffer = Buffer.from(CRLF); // an empty body needs no extra CRLF before the terminator
   #sawBytes = false;
+  readonly #blockBytes: number;
+  #block: Buffer[] = [];
+  #blockLength = 0;
+
+  constructor(blockBytes = WIRE_BLOCK_BYTES) {
+    super();
+    this.#blockBytes = blockBytes;
+  }
+
+  #add(piece: Buffer): void {
+    if (piece.length === 0) return;
+    this.#block.push(piece);
+    this.#blockLength += piece.length;
+  }
+
+  #pushBlock(): void {
+    if (this.#blockLength === 0) return;
+    const block = this.#block.length === 1 ? this.#block[0]! : Buffer.concat(this.#block, this.#blockLength);
+    this.#block = [];
+    this.#blockLength = 0;
+    this.push(block);
+  }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
     if (chunk.length === 0) return done();
@@ -126,21 +159,26 @@ export class DotStuffed extends Transform {
     while (i !== -1 && i < chunk.length) {
       if (chunk[i] === DOT) {
         // `i` is the first byte of a line and it is a dot: send it twice.
-        this.push(chunk.subarray(start, i + 1));
+        this.#add(chunk.subarray(start, i + 1));
         start = i; // the dot goes out again with the rest
       }
       const next = chunk.indexOf('\n.', i);
       i = next === -1 ? -1 : next + 1;
     }
-    this.push(chunk.subarray(start));
+    this.#add(chunk.subarray(start));
     this.#atLineStart = chunk[chunk.length - 1] === LF;
     this.#lastTwo = chunk.length >= 2 ? chunk.subarray(chunk.length - 2) : Buffer.from([this.#lastTwo[1]!, chunk[0]!]);
+    if (this.#blockLength >= this.#blockBytes) this.#pushBlock();
     done();
   }
 
   override _flush(done: TransformCallback): void {
     const endsWithCrlf = !this.#sawBytes || (this.#lastTwo[0] === CR && this.#lastTwo[1] === LF);
-    this.push(endsWithCrlf ? Buffer.from('.\r\n') : Buffer.from('\r\n.\r\n'));
+    this.#add(endsWithCrlf ? TERMINATOR : CRLF_TERMINATOR);
+    this.#pushBlock();
     done();
   }
 }
+
+const TERMINATOR = Buffer.from('.\r\n');
+const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n');

@@ -70,6 +70,8 @@ export interface SinkOptions {
   users?: Record<string, string>;
   /** Speak LMTP (LHLO, one reply per recipient after DATA). */
   lmtp?: boolean;
+  /** Announce PIPELINING (default true); without it, clients must wait for each reply. */
+  pipelining?: boolean;
 }
 
 class ReplyError extends Error {
@@ -110,6 +112,7 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
     size: options.size ?? 100 * 1024 * 1024,
     hideENHANCEDSTATUSCODES: false,
     hideDSN: false,
+    hidePIPELINING: options.pipelining === false,
     onMailFrom(address, session, callback) {
       const { address: from, params } = raw(address);
       const refusal = behaviour.mail?.(from);

@@ -166,13 +166,14 @@ export class InboundTransaction {
       if (!this.#primary) return opened;
     }
     const primary = this.#primary!;
-    if (primary.failure || !primary.tx) return primary.failure ?? Replies.localError();
+    const tx = primary.tx;
+    if (primary.failure || !tx) return primary.failure ?? Replies.localError();
     try {
-      const verdict = passThrough(await primary.tx.rcpt(recipient));
+      const verdict = passThrough(await tx.rcpt(recipient));
       if (isSuccess(verdict)) this.#accepted.push({ recipient, copies: decision.copies });
       return verdict;
     } catch (err) {
-      primary.tx.destroy();
+      tx.destroy(); // the transaction may have been abandoned meanwhile (tx is then already released)
       primary.failure = this.#fail(err);
       return primary.failure;
     }

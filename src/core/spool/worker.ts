@@ -154,6 +154,11 @@ export class CopyWorker {
     const deferredWhy: string[] = [];
     for (const recipient of recipients) {
       const verdict = await tx.rcpt(recipient);
+      if (verdict.command === 'MAIL') {
+        // MAIL FROM went out with the first RCPT TO and was refused: it speaks for every recipient.
+        tx.abort();
+        return this.#classifyAll(job, recipients, `MAIL: ${formatReply(verdict)}`, replyClass(verdict) === 'reject');
+      }
       const kind = replyClass(verdict);
       if (kind === 'success') accepted.push(recipient);
       else if (kind === 'reject') {

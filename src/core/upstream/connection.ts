@@ -166,9 +166,17 @@ export class UpstreamConnection {
 
   /** Sends one command line and resolves with its reply (any code: the caller judges it). */
   command(line: string, step: string, timeoutMs: number): Promise<UpstreamReply> {
-    const reply = this.#expect(step, timeoutMs);
-    this.#write(`${line}\r\n`);
-    return reply;
+    return this.commands([[line, step]], timeoutMs)[0]!;
+  }
+
+  /**
+   * Sends command lines in one write (RFC 2920 pipelining; only for a server that offers
+   * PIPELINING) and returns one promise per reply, in order. Every promise must be observed.
+   */
+  commands(lines: ReadonlyArray<readonly [line: string, step: string]>, timeoutMs: number): Array<Promise<UpstreamReply>> {
+    const replies = lines.map(([, step]) => this.#expect(step, timeoutMs));
+    this.#write(lines.length === 1 ? `${lines[0]![0]}\r\n` : lines.map(([line]) => `${line}\r\n`).join(''));
+    return replies;
   }
 
   /**

@@ -8,6 +8,8 @@ import { splitEnhanced, type SmtpReply } from '../replies.ts';
 export interface UpstreamReply extends SmtpReply {
   /** Every line's text, without codes; EHLO keywords live here. */
   readonly lines: readonly string[];
+  /** Set on the reply to a MAIL FROM that was pipelined with the first RCPT TO (and refused). */
+  readonly command?: 'MAIL';
 }
 
 /** A reply longer than this is a broken or hostile server, not SMTP. */
