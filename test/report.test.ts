@@ -3,11 +3,12 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { Journal } from '../src/core/report/journal.ts';
 import { BIN } from './helpers/child-router.ts';
 import { eventually, router, sink, tempDir } from './helpers/fixtures.ts';
 
@@ -53,5 +54,16 @@ describe('migration report', () => {
     assert.match(text, /Disagreements \(accepted synchronously, refused for good by a copy destination\): 1/);
     assert.match(text, /<legacy-only@example\.com>/);
     assert.match(text, /Pending copies: 0/);
+  });
+
+  test('journal lines are written in batches, without waiting for the router to stop', async (t) => {
+    const dir = await tempDir(t);
+    const journal = new Journal(dir);
+    t.after(() => journal.close());
+    for (let i = 0; i < 3; i++) journal.delivery({ id: `Q${i}`, destination: 'mx:25', kind: 'sync', outcome: 'delivered' });
+    const file = join(dir, 'journal', `${new Date().toISOString().slice(0, 10)}.jsonl`);
+    const lines = async () => (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    await eventually(async () => (await lines()).length === 3, 5000, 'the batch on disk');
+    assert.deepEqual((await lines()).map((l) => JSON.parse(l).id), ['Q0', 'Q1', 'Q2']);
   });
 });

@@ -8,7 +8,11 @@ export type { Logger };
 
 export function createLogger(level: string, options: { pretty?: boolean } = {}): Logger {
   const pretty = options.pretty ?? Boolean(process.stdout.isTTY);
-  if (!pretty) return pino({ level, base: { name: 'gosmtp-dup' } });
+  // Asynchronous: a line is written at once when no write is in flight, and lines that arrive
+  // meanwhile go out together in the next write (under load, one write for many transactions,
+  // off the event loop). Flushed synchronously when the process exits, crash included; only a
+  // SIGKILL can lose what was waiting.
+  if (!pretty) return pino({ level, base: { name: 'gosmtp-dup' } }, pino.destination({ dest: 1, sync: false }));
   return pino({
     level,
     base: undefined,

@@ -3,7 +3,7 @@
  * transaction, and a graceful drain (idle sessions get 421 at once, sessions mid-transaction
  * finish first, all within a bound).
  */
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
@@ -133,6 +133,8 @@ export class InboundListener {
         if (this.#draining) this.#checkDrained();
       },
     } as ConstructorParameters<typeof SMTPServer>[0]);
+    // Replies are whole lines written once each: Nagle's algorithm could only hold them back.
+    server.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
     // smtp-server reports a client's connection reset as an 'error' on the server; without a
     // listener that would end the process.
     server.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ err: err.message, code: err.code }, 'client connection error'));
@@ -272,6 +274,8 @@ export class InboundListener {
     }
     const reply = await tx.data(stream);
     this.#ended(session.id);
+    // The client hears the verdict first; logging and accounting are not on its clock.
+    answer(callback, reply);
     const summary = tx.summary(reply);
     this.#log.info(summary, 'transaction');
     this.#deps.events?.transaction(reply, summary.latencyMs / 1000);
@@ -286,7 +290,6 @@ export class InboundListener {
         ...(outcome !== 'delivered' && { reason: summary.verdict }),
       });
     }
-    answer(callback, reply);
     this.#closeIfDraining(session.id);
   }
 
