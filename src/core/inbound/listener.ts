@@ -121,7 +121,9 @@ export class InboundListener {
       onReset: (session: SMTPServerSession) => this.#reset(session.id),
       onMailFrom: (address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) => void this.#mail(address, session, callback),
       onRcptTo: (address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) => void this.#rcpt(address, session, callback),
-      onData: (stream: Readable, session: SMTPServerSession, callback: Callback) => void this.#data(stream, session, callback),
+      // smtp-server calls onData before it sends 354: the upstream's DATA and the body's
+      // streams are set up right after, so the client's 354 does not wait for them.
+      onData: (stream: Readable, session: SMTPServerSession, callback: Callback) => queueMicrotask(() => void this.#data(stream, session, callback)),
       onClose: (session: SMTPServerSession) => {
         this.#closed.add(session);
         if (this.#counted.delete(session)) {
