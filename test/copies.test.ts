@@ -56,6 +56,33 @@ describe('backups mirror the primary', () => {
 });
 
 describe('durable copies', () => {
+  test('a body too large to keep in memory streams through its file and reaches every backup byte for byte', async (t) => {
+    const primary = await sink(t);
+    const b1 = await sink(t, { name: 'b1' });
+    const b2 = await sink(t, { name: 'b2' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [b1.label, b2.label] } } });
+    const small = sampleMessage('small', 'kept in memory');
+    const large = sampleMessage('large', `${'0123456789abcdef'.repeat(6)}\r\n`.repeat(5000)); // ~490 KB
+    for (const body of [small, large]) assert.equal((await sendMail(r.port, { from: FROM, to: ['a@example.net'], body })).data?.code, 250);
+    for (const backup of [b1, b2]) {
+      const copies = await backup.waitFor(2);
+      assert.deepEqual(copies.map((c) => c.body.toString()).sort(), [large, small].sort());
+    }
+    // The last copy to finish removes the message: nothing is left behind.
+    await eventually(async () => (await readdir(join(r.queueDir, 'queue'))).length === 0, 5000, 'empty spool');
+  });
+
+  test('state and marker files left without their record are removed at start-up', async (t) => {
+    const dir = await tempDir(t);
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    await mkdir(join(dir, 'queue'), { recursive: true });
+    for (const name of ['GONE01.0.done', 'GONE01.1.state.json', 'GONE01.eml']) await writeFile(join(dir, 'queue', name), '');
+    const spool = new FsSpool(dir, silentLogger());
+    await spool.open({ owner: true });
+    t.after(() => spool.close());
+    assert.deepEqual(await readdir(join(dir, 'queue')), []);
+  });
+
   test('the copy is committed to the spool before the client hears 250', async (t) => {
     const primary = await sink(t);
     const down = await rawServer(t, 'silent');

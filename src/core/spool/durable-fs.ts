@@ -2,7 +2,7 @@
  * File-system steps with the durability the spool promises: data is fsync'd before it is renamed
  * into place, and the folder is fsync'd after the rename so the new name survives a power cut.
  */
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -37,10 +37,12 @@ export async function writeFileSynced(path: string, data: string | Buffer): Prom
 /**
  * Group commit for folder fsyncs: callers that ask while a sync is running share the next one,
  * which starts after the running one (whose start may predate their renames). Concurrent commits
- * then cost one fsync between them instead of one each, without weakening any of them.
+ * then cost one fsync between them instead of one each, without weakening any of them. The folder
+ * stays open between syncs, so a sync is one call, not open + fsync + close.
  */
 export class DirSync {
   readonly #dir: string;
+  #handle: Promise<FileHandle> | undefined;
   #running: Promise<void> | undefined;
   #next: Promise<void> | undefined;
 
@@ -58,11 +60,30 @@ export class DirSync {
   }
 
   #start(): Promise<void> {
-    const run = fsyncDir(this.#dir).finally(() => {
+    const run = this.#fsync().finally(() => {
       if (this.#running === run) this.#running = undefined;
     });
     this.#running = run;
     return run;
+  }
+
+  async #fsync(): Promise<void> {
+    this.#handle ??= open(this.#dir, 'r');
+    const handle = this.#handle;
+    try {
+      await (await handle).sync();
+    } catch (err) {
+      // Opened afresh next time (the folder may have been replaced, the descriptor gone bad).
+      if (this.#handle === handle) this.#handle = undefined;
+      void handle.then((h) => h.close()).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const handle = this.#handle;
+    this.#handle = undefined;
+    await (await handle?.catch(() => undefined))?.close().catch(() => undefined);
   }
 }
 

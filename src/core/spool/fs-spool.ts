@@ -12,19 +12,24 @@
  * Commit = rename body, then rename record, then fsync the folder: a crash before the record's
  * rename leaves an orphan body that start-up removes; the client never heard 250 for it.
  */
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import { DirSync, fsyncDir, unlinkQuiet, writeFileDurable, writeFileSynced } from './durable-fs.ts';
+import { SpoolBody } from './spool-body.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { copyRecipients, type CopyJob, type CopyOutcome, type CopyState, type DeadLetter, type Spool, type SpoolRecord, type SpoolWriter } from './types.ts';
 
 const ID_RE = /^[0-9A-Za-z]{6,40}$/;
 const RETRY_FILE = 'retry-now';
 const FRESH: CopyState = { attempts: 0, nextAttemptAt: 0 };
+/** A body up to this size is written in one go and its copies are sent from memory. */
+const MEMORY_BODY_BYTES = 128 * 1024;
+/** At most this much of such bodies is kept for the copies still to send (the rest read their file). */
+const BODY_CACHE_BYTES = 64 * 1024 * 1024;
 
 export class FsSpool implements Spool {
   readonly #dir: string;
@@ -37,6 +42,13 @@ export class FsSpool implements Spool {
   readonly #jobs = new Map<string, CopyJob>();
   readonly #listeners: Array<() => void> = [];
   #watcher: NodeJS.Timeout | undefined;
+  /** Bodies of queued messages, for their copies: no file read per copy. */
+  readonly #bodies = new Map<string, Buffer>();
+  #bodyBytes = 0;
+  /** Per message, the state and marker files written for its copies (removed with it). */
+  readonly #extras = new Map<string, Set<string>>();
+  /** Per message, the settlement in progress: copies of one message settle one after another. */
+  readonly #settling = new Map<string, Promise<void>>();
 
   constructor(dir: string, log: Logger) {
     this.#dir = dir;
@@ -82,6 +94,7 @@ export class FsSpool implements Spool {
       }
       let open = 0;
       for (let index = 0; index < record.copies.length; index++) {
+        for (const extra of [`${id}.${index}.state.json`, `${id}.${index}.done`]) if (names.has(extra)) this.#extra(id, extra);
         if (names.has(`${id}.${index}.done`)) continue;
         open++;
         let state = FRESH;
@@ -100,9 +113,9 @@ export class FsSpool implements Spool {
     for (const name of names) {
       // A state or marker file a crash interrupted before its rename: the old version stands.
       if (name.endsWith('.tmp')) await unlinkQuiet(join(this.#queue, name));
-      // Bodies without a record were never committed.
-      const body = /^(.+)\.eml$/.exec(name);
-      if (body && !names.has(`${body[1]}.json`)) await unlinkQuiet(join(this.#queue, name));
+      // Bodies without a record were never committed; state and markers without one are leftovers.
+      const owned = /^([0-9A-Za-z]+)\.(?:eml|\d+\.state\.json|\d+\.done)$/.exec(name);
+      if (owned && !names.has(`${owned[1]}.json`)) await unlinkQuiet(join(this.#queue, name));
     }
   }
 
@@ -111,20 +124,37 @@ export class FsSpool implements Spool {
     return new FsSpoolWriter(this, id, join(this.#tmp, `${id}.eml`), join(this.#tmp, `${id}.json`));
   }
 
-  /** Called by the writer once its files are renamed into `queue/`. */
-  async _committed(id: string, tmpBody: string, tmpRecord: string, record: SpoolRecord): Promise<void> {
+  /** Called by the writer once its files are durable in `tmp/`: renames them into `queue/`. */
+  async _committed(id: string, tmpBody: string, tmpRecord: string, record: SpoolRecord, body: Buffer | undefined): Promise<void> {
     try {
       await rename(tmpBody, join(this.#queue, `${id}.eml`));
       await rename(tmpRecord, join(this.#queue, `${id}.json`));
       await this.#queueSync.sync();
     } catch (err) {
       // The client will hear 451 and send the message again: this copy must not survive too.
-      await this.#removeFiles(id, record.copies.length).catch(() => undefined);
+      await this.#removeFiles(id, record.copies.length, true).catch(() => undefined);
       await fsyncDir(this.#queue).catch(() => undefined);
       throw err;
     }
+    if (body && this.#bodyBytes + body.length <= BODY_CACHE_BYTES) {
+      this.#bodies.set(id, body);
+      this.#bodyBytes += body.length;
+    }
     record.copies.forEach((_copy, index) => this.#jobs.set(`${id}.${index}`, { record, index, state: FRESH }));
     this.#emitDue();
+  }
+
+  #extra(id: string, name: string): void {
+    const extras = this.#extras.get(id) ?? new Set<string>();
+    extras.add(name);
+    this.#extras.set(id, extras);
+  }
+
+  #forgetBody(id: string): void {
+    const body = this.#bodies.get(id);
+    if (!body) return;
+    this.#bodies.delete(id);
+    this.#bodyBytes -= body.length;
   }
 
   pending(): readonly CopyJob[] {
@@ -132,7 +162,8 @@ export class FsSpool implements Spool {
   }
 
   openBody(id: string): Readable {
-    return createReadStream(join(this.#queue, `${id}.eml`));
+    const body = this.#bodies.get(id);
+    return body ? Readable.from([body]) : createReadStream(join(this.#queue, `${id}.eml`));
   }
 
   async stillQueued(job: CopyJob): Promise<boolean> {
@@ -148,7 +179,19 @@ export class FsSpool implements Spool {
     if (current) this.#jobs.set(key, { ...current, state: { ...current.state, nextAttemptAt } });
   }
 
-  async settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
+  settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
+    // One at a time per message: whichever copy finishes last removes the message, and it must
+    // see the others' files.
+    const id = job.record.id;
+    const run = (this.#settling.get(id) ?? Promise.resolve()).catch(() => undefined).then(() => this.#settle(job, outcome));
+    const tail = run.catch(() => undefined).then(() => {
+      if (this.#settling.get(id) === tail) this.#settling.delete(id);
+    });
+    this.#settling.set(id, tail);
+    return run;
+  }
+
+  async #settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
     const { record, index } = job;
     const key = `${record.id}.${index}`;
     const attempts = job.state.attempts + 1;
@@ -166,17 +209,25 @@ export class FsSpool implements Spool {
       // The folder is fsync'd only when the recipient list shrank (some were delivered): a lost
       // attempt count merely brings the next try forward, a lost list would repeat deliveries.
       const shrank = retry.recipients.length < copyRecipients(job).length;
+      this.#extra(record.id, `${key}.state.json`);
       await writeFileDurable(join(this.#queue, `${key}.state.json`), JSON.stringify(state), shrank);
       this.#jobs.set(key, { record, index, state });
       return;
     }
-    // Finished: the marker must be on disk before we forget, or a restart would send it again.
-    // Its name is all it says, so the folder's fsync (shared with concurrent commits) makes it durable.
-    await (await open(join(this.#queue, `${key}.done`), 'w', 0o600)).close();
+    // Finished. What says so must be on disk before we forget, or a restart would send it again:
+    // for the last copy, the record's removal (the message is gone); for the others, a marker
+    // whose name is all it says. Either way the folder's fsync (shared with concurrent commits)
+    // makes it durable.
+    const last = !record.copies.some((_c, i) => i !== index && this.#jobs.has(`${record.id}.${i}`));
+    if (last) {
+      await unlinkQuiet(join(this.#queue, `${record.id}.json`));
+    } else {
+      this.#extra(record.id, `${key}.done`);
+      await (await open(join(this.#queue, `${key}.done`), 'w', 0o600)).close();
+    }
     await this.#queueSync.sync();
     this.#jobs.delete(key);
-    const stillOpen = record.copies.some((_c, i) => this.#jobs.has(`${record.id}.${i}`));
-    if (!stillOpen) await this.#removeFiles(record.id, record.copies.length);
+    if (last) await this.#removeFiles(record.id, record.copies.length, false, true);
   }
 
   async #writeDead(job: CopyJob, recipients: readonly EnvelopeAddress[], reason: string, attempts: number): Promise<void> {
@@ -201,14 +252,18 @@ export class FsSpool implements Spool {
     this.#log.warn({ id: record.id, destination: letter.destination, recipients: recipients.length, reason }, 'copy dead-lettered');
   }
 
-  async #removeFiles(id: string, copies: number): Promise<void> {
+  /**
+   * Removes a message's files. `everyName`: also files this process did not see written (another
+   * process's, e.g. the CLI's), by every name they could have.
+   */
+  async #removeFiles(id: string, copies: number, everyName = false, recordGone = false): Promise<void> {
     // Record first: once it is gone the message no longer exists, whatever else remains.
-    await unlinkQuiet(join(this.#queue, `${id}.json`));
-    await unlinkQuiet(join(this.#queue, `${id}.eml`));
-    for (let index = 0; index < copies; index++) {
-      await unlinkQuiet(join(this.#queue, `${id}.${index}.state.json`));
-      await unlinkQuiet(join(this.#queue, `${id}.${index}.done`));
-    }
+    if (!recordGone) await unlinkQuiet(join(this.#queue, `${id}.json`));
+    const names = new Set([`${id}.eml`, ...(this.#extras.get(id) ?? [])]);
+    if (everyName) for (let index = 0; index < copies; index++) names.add(`${id}.${index}.state.json`).add(`${id}.${index}.done`);
+    await Promise.all([...names].map((name) => unlinkQuiet(join(this.#queue, name))));
+    this.#extras.delete(id);
+    this.#forgetBody(id);
   }
 
   async retryNow(id?: string): Promise<number> {
@@ -257,7 +312,7 @@ export class FsSpool implements Spool {
       copies = Math.max(copies, job.record.copies.length);
       this.#jobs.delete(key);
     }
-    await this.#removeFiles(id, Math.max(copies, 64));
+    await this.#removeFiles(id, Math.max(copies, 64), true);
     return exists_;
   }
 
@@ -292,12 +347,14 @@ export class FsSpool implements Spool {
 
   async close(): Promise<void> {
     if (this.#watcher) clearInterval(this.#watcher);
+    await this.#queueSync.close();
   }
 }
 
 class FsSpoolWriter implements SpoolWriter {
-  readonly body: WriteStream;
+  readonly body: SpoolBody;
   #record: SpoolRecord | undefined;
+  #inMemory: Buffer | undefined;
   #finished = false;
 
   constructor(
@@ -306,17 +363,21 @@ class FsSpoolWriter implements SpoolWriter {
     private readonly bodyPath: string,
     private readonly recordPath: string,
   ) {
-    // `flush`: the descriptor is fsync'd before it is closed, so 'close' means durable.
-    this.body = createWriteStream(bodyPath, { flags: 'wx', mode: 0o600, flush: true });
+    this.body = new SpoolBody(bodyPath, MEMORY_BODY_BYTES);
   }
 
   async prepare(record: SpoolRecord): Promise<void> {
     try {
       const bodyDurable = new Promise<void>((resolve, reject) => {
-        if (this.body.closed) return this.body.errored ? reject(this.body.errored) : resolve();
+        if (this.body.writableFinished) return resolve();
+        if (this.body.errored) return reject(this.body.errored);
         this.body.once('error', reject);
-        this.body.once('close', resolve);
+        this.body.once('finish', resolve);
         this.body.end();
+      }).then(async () => {
+        // Kept in memory so far: written (and fsync'd) now, in one go.
+        this.#inMemory = this.body.inMemory;
+        if (this.#inMemory) await writeFileSynced(this.bodyPath, this.#inMemory);
       });
       // Both files are fsync'd at the same time; neither is visible before the commit's renames.
       await Promise.all([bodyDurable, writeFileSynced(this.recordPath, JSON.stringify(record))]);
@@ -329,7 +390,7 @@ class FsSpoolWriter implements SpoolWriter {
   async commit(): Promise<void> {
     if (!this.#record) throw new GsdError(ErrorCodes.SPOOL_FAILED, 'commit before prepare');
     try {
-      await this.spool._committed(this.id, this.bodyPath, this.recordPath, this.#record);
+      await this.spool._committed(this.id, this.bodyPath, this.recordPath, this.#record, this.#inMemory);
       this.#finished = true;
     } catch (err) {
       throw new GsdError(ErrorCodes.SPOOL_FAILED, `cannot commit message ${this.id}: ${(err as Error).message}`, { cause: err });
