@@ -5,7 +5,7 @@
  *   queue/<id>.eml                  committed body, shared by all copies of the message
  *   queue/<id>.json                 committed record; its presence *is* the commit
  *   queue/<id>.<n>.state.json       delivery state of copy n (absent: never attempted)
- *   queue/<id>.<n>.done             copy n finished (delivered or dead), fsync'd before it counts
+ *   queue/<id>.<n>.done             copy n finished (delivered or dead) while other copies are pending
  *   dead/<id>.<n>.json, dead/<id>.eml   dead letters with their reason, and the body
  *   retry-now                       written by `gosmtp-dup queue retry` to wake a running router
  *
@@ -161,6 +161,10 @@ export class FsSpool implements Spool {
     return [...this.#jobs.values()];
   }
 
+  jobs(): Iterable<CopyJob> {
+    return this.#jobs.values();
+  }
+
   openBody(id: string): Readable {
     const body = this.#bodies.get(id);
     return body ? Readable.from([body]) : createReadStream(join(this.#queue, `${id}.eml`));
@@ -214,10 +218,11 @@ export class FsSpool implements Spool {
       this.#jobs.set(key, { record, index, state });
       return;
     }
-    // Finished. What says so must be on disk before we forget, or a restart would send it again:
-    // for the last copy, the record's removal (the message is gone); for the others, a marker
-    // whose name is all it says. Either way the folder's fsync (shared with concurrent commits)
-    // makes it durable.
+    // Finished. What says so is written before we forget, or a restart would send it again: for
+    // the last copy, the record's removal (the message is gone); for the others, a marker whose
+    // name is all it says. Not fsync'd, as Postfix does not fsync a delivered recipient's mark: a
+    // crashed process loses nothing (the kernel has it), and a power cut within the file system's
+    // commit interval can only make a copy go out twice, never lose one.
     const last = !record.copies.some((_c, i) => i !== index && this.#jobs.has(`${record.id}.${i}`));
     if (last) {
       await unlinkQuiet(join(this.#queue, `${record.id}.json`));
@@ -225,7 +230,6 @@ export class FsSpool implements Spool {
       this.#extra(record.id, `${key}.done`);
       await (await open(join(this.#queue, `${key}.done`), 'w', 0o600)).close();
     }
-    await this.#queueSync.sync();
     this.#jobs.delete(key);
     if (last) await this.#removeFiles(record.id, record.copies.length, false, true);
   }

@@ -84,6 +84,8 @@ export interface Spool {
   begin(id: string): SpoolWriter;
   /** Copies not yet finished, with their state. */
   pending(): readonly CopyJob[];
+  /** The same, live and without a copy of the list: for a scan that does not change the spool. */
+  jobs(): Iterable<CopyJob>;
   /** The stored body of a message. */
   openBody(id: string): Readable;
   /** Whether the job's message is still on disk; forgets it if not (deleted by an administrator). */

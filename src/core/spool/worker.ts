@@ -62,14 +62,20 @@ export class CopyWorker {
     if (this.#stopped) return;
     const now = Date.now();
     let nextDue = Infinity;
-    for (const job of this.#spool.pending()) {
+    const due: CopyJob[] = [];
+    for (const job of this.#spool.jobs()) {
       const key = `${job.record.id}.${job.index}`;
       if (this.#inFlight.has(key)) continue;
       if (job.state.nextAttemptAt > now) {
         nextDue = Math.min(nextDue, job.state.nextAttemptAt);
         continue;
       }
-      if (this.#inFlight.size >= this.#options.concurrency) break;
+      if (this.#inFlight.size + due.length >= this.#options.concurrency) break;
+      due.push(job);
+    }
+    // Started after the scan: an attempt may change the spool's list.
+    for (const job of due) {
+      const key = `${job.record.id}.${job.index}`;
       const run = this.#attempt(job).finally(() => {
         this.#inFlight.delete(key);
         this.kick();
@@ -89,7 +95,8 @@ export class CopyWorker {
     const copy = record.copies[job.index]!;
     const attempt = job.state.attempts + 1;
     // `gosmtp-dup queue delete` removes a message under the running router: forget it quietly.
-    if (!(await this.#spool.stillQueued(job))) return;
+    // Checked before retries only: a first attempt follows the commit within moments.
+    if (job.state.attempts > 0 && !(await this.#spool.stillQueued(job))) return;
     let outcome: CopyOutcome;
     const started = Date.now();
     try {
