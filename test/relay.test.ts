@@ -111,6 +111,17 @@ describe('primary pass-through', () => {
     });
   }
 
+  test('a pooled upstream connection the server dropped while idle is replaced, not a 451', async (t) => {
+    const forgetful = await rawServer(t, 'dropOnReuse');
+    const r = await router(t, { config: { relay: { destination_primary: forgetful.label } } });
+    for (const n of [1, 2, 3]) {
+      const result = await sendMail(r.port, { from: FROM, to: [`r${n}@example.net`], body: sampleMessage(`${n}`) });
+      assert.equal(result.data?.code, 250, JSON.stringify(result));
+    }
+    assert.equal(forgetful.messages.length, 3);
+    assert.equal(forgetful.connections(), 3, 'each reuse found the connection gone and opened a new one');
+  });
+
   test('a primary that never answers the final dot yields 451 after relay.data_timeout_seconds', async (t) => {
     const hang = await rawServer(t, 'hangAfterBody');
     const r = await router(t, { config: { relay: { destination_primary: hang.label, data_timeout_seconds: 0.5 } } });

@@ -14,6 +14,8 @@ export type RawServerMode =
   | 'busy'
   /** Behaves until the named command, then closes the connection without a reply. */
   | { dropAt: 'MAIL' | 'RCPT' | 'DATA' | 'BODY' }
+  /** One message per connection: the next MAIL on it is met with a silent close, as from a server that dropped an idle connection. */
+  | 'dropOnReuse'
   /** Behaves until the message body, then never answers the final dot. */
   | 'hangAfterBody'
   /** Answers DATA with this line instead of 354 (e.g. a broken server's `250 ok`). */
@@ -53,6 +55,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     const delayMs = typeof mode === 'object' && 'replyDelayMs' in mode ? mode.replyDelayMs : 0;
     let buffer = '';
     let inData = false;
+    let served = 0;
     let envelope = { from: '', to: [] as string[] };
     socket.write('220 raw ESMTP\r\n');
     const reply = (line: string) => (delayMs ? setTimeout(() => socket.writable && socket.write(`${line}\r\n`), delayMs) : socket.write(`${line}\r\n`));
@@ -70,6 +73,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
           inData = false;
           if (mode === 'hangAfterBody') return;
           messages.push({ ...envelope, body });
+          served++;
           envelope = { from: '', to: [] };
           reply(`250 2.0.0 Ok: queued as raw-${messages.length}`);
           continue;
@@ -81,6 +85,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
         const verb = line.slice(0, 4).toUpperCase();
         commands.push(line);
         if (dropAt && verb === dropAt.slice(0, 4)) return void socket.destroy();
+        if (mode === 'dropOnReuse' && verb === 'MAIL' && served > 0) return void socket.destroy();
         if (verb === 'EHLO') reply('250-raw\r\n250 PIPELINING');
         else if (verb === 'HELO') reply('250 raw');
         else if (verb === 'MAIL') {

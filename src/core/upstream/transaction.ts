@@ -70,7 +70,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
     candidates: readonly Destination[],
     sender: EnvelopeAddress,
     timeouts: TransactionTimeouts,
-    options: { onFailover?: (destination: Destination, err: GsdError) => void; pipelineMail?: boolean } = {},
+    options: { onFailover?: (destination: Destination, err: GsdError) => void } = {},
   ): Promise<{ tx: DeliveryTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
     let lastError: unknown;
     const skipped: string[] = [];
@@ -97,7 +97,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
           pool.health.success(destination);
           return { tx: undefined, reply: { ...Replies.smtputf8Unsupported(destination.label), lines: [] }, destination };
         }
-        if (options.pipelineMail !== false && conn.extensions.has('PIPELINING')) {
+        if (conn.extensions.has('PIPELINING')) {
           // MAIL FROM waits for the first RCPT TO and goes out with it: one write and one round
           // trip fewer per message. The server greeted us (or served the previous transaction).
           pool.health.success(destination);
