@@ -112,16 +112,15 @@ function normalizeLineEndings(buf: Buffer): Buffer {
 }
 
 /**
- * Upstream writes are gathered into blocks of this size: on loopback and LANs each socket write is
- * a system call that also wakes the receiver, so a 10 KB message arriving in several chunks goes
- * out as one write, terminator included. Memory per transaction stays bounded by one block.
+ * A body up to this size is written upstream in one piece with its terminator: on loopback and
+ * LANs each socket write is a system call that also wakes the receiver, and most mail is small.
  */
 export const WIRE_BLOCK_BYTES = 64 * 1024;
 
 /**
- * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase. Output comes in
- * blocks of up to `blockBytes` (the last one carries the terminator), so that a small message is
- * a single write.
+ * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase. A body up to
+ * `blockBytes` comes out as one chunk, terminator included (a single write); a larger one flows
+ * on as it arrives once the first block is out, without copying (memory stays flat).
  */
 export class DotStuffed extends Transform {
   #atLineStart = true;
@@ -130,6 +129,8 @@ export class DotStuffed extends Transform {
   readonly #blockBytes: number;
   #block: Buffer[] = [];
   #blockLength = 0;
+  /** Past the first block: pieces are pushed as they come. */
+  #flowing = false;
 
   constructor(blockBytes = WIRE_BLOCK_BYTES) {
     super();
@@ -138,6 +139,10 @@ export class DotStuffed extends Transform {
 
   #add(piece: Buffer): void {
     if (piece.length === 0) return;
+    if (this.#flowing) {
+      this.push(piece);
+      return;
+    }
     this.#block.push(piece);
     this.#blockLength += piece.length;
   }
@@ -168,7 +173,10 @@ export class DotStuffed extends Transform {
     this.#add(chunk.subarray(start));
     this.#atLineStart = chunk[chunk.length - 1] === LF;
     this.#lastTwo = chunk.length >= 2 ? chunk.subarray(chunk.length - 2) : Buffer.from([this.#lastTwo[1]!, chunk[0]!]);
-    if (this.#blockLength >= this.#blockBytes) this.#pushBlock();
+    if (this.#blockLength >= this.#blockBytes) {
+      this.#pushBlock();
+      this.#flowing = true;
+    }
     done();
   }
 
