@@ -111,6 +111,27 @@ describe('primary pass-through', () => {
     });
   }
 
+  test('a primary that greets but stalls at MAIL opens its circuit: later senders get 451 at once, without a connection', async (t) => {
+    const stalled = await rawServer(t, { replyDelayMs: { MAIL: Infinity } });
+    const r = await router(t, { config: { relay: { timeout_seconds: 0.3, destination_primary: stalled.label }, health: { failure_threshold: 2, cooldown_seconds: 60 } } });
+    for (let i = 0; i < 2; i++) {
+      const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+      assert.equal((result.data ?? result.rcpt[0] ?? result.mail).code, 451);
+    }
+    const asked = stalled.commands.filter((c) => c.startsWith('MAIL')).length;
+    const later = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.deepEqual([later.mail.code, later.mail.enhanced?.slice(0, 4)], [451, '4.4.'], 'the open circuit answers at MAIL');
+    assert.equal(stalled.commands.filter((c) => c.startsWith('MAIL')).length, asked, 'nothing more reached the stalled server');
+  });
+
+  test('pipelined MAIL and RCPT each get the whole command timeout', async (t) => {
+    const slow = await rawServer(t, { replyDelayMs: { MAIL: 600, RCPT: 600 } });
+    const r = await router(t, { config: { relay: { timeout_seconds: 1, destination_primary: slow.label } } });
+    const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() });
+    assert.equal(result.rcpt[0]?.code, 250, JSON.stringify(result.rcpt[0]));
+    assert.equal(result.data?.code, 250);
+  });
+
   test('a pooled upstream connection the server dropped while idle is replaced, not a 451', async (t) => {
     const forgetful = await rawServer(t, 'dropOnReuse');
     const r = await router(t, { config: { relay: { destination_primary: forgetful.label } } });

@@ -66,4 +66,13 @@ describe('migration report', () => {
     await eventually(async () => (await lines()).length === 3, 5000, 'the batch on disk');
     assert.deepEqual((await lines()).map((l) => JSON.parse(l).id), ['Q0', 'Q1', 'Q2']);
   });
+
+  test('journal lines still waiting for their batch are written when the process exits', async (t) => {
+    const dir = await tempDir(t);
+    const journal = new URL('../src/core/report/journal.ts', import.meta.url).pathname;
+    const script = `import('${journal}').then(({ Journal }) => { new Journal(process.argv[1]).delivery({ id: 'LAST', destination: 'mx:25', kind: 'copy', outcome: 'delivered' }); process.exit(0); })`;
+    await new Promise<void>((resolve, reject) => execFile(process.execPath, ['--import', 'tsx', '-e', script, dir], (err) => (err ? reject(err) : resolve())));
+    const text = await readFile(join(dir, 'journal', `${new Date().toISOString().slice(0, 10)}.jsonl`), 'utf8');
+    assert.equal(JSON.parse(text.trim()).id, 'LAST');
+  });
 });

@@ -20,8 +20,12 @@ export type RawServerMode =
   | 'hangAfterBody'
   /** Answers DATA with this line instead of 354 (e.g. a broken server's `250 ok`). */
   | { dataReply: string }
-  /** Lenient, but every reply waits this long (a slow server). */
-  | { replyDelayMs: number };
+  /**
+   * Lenient, but every reply waits this long (a slow server). Per command (`BODY`: the reply to
+   * the final dot), replies come one after another, each its delay after the previous one, as
+   * from a server working through pipelined commands; `Infinity` never answers.
+   */
+  | { replyDelayMs: number | Partial<Record<'EHLO' | 'MAIL' | 'RCPT' | 'DATA' | 'BODY' | 'RSET' | 'QUIT', number>> };
 
 export interface RawServer {
   readonly port: number;
@@ -58,7 +62,26 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     let served = 0;
     let envelope = { from: '', to: [] as string[] };
     socket.write('220 raw ESMTP\r\n');
-    const reply = (line: string) => (delayMs ? setTimeout(() => socket.writable && socket.write(`${line}\r\n`), delayMs) : socket.write(`${line}\r\n`));
+    let replyingTo = '';
+    let serial = Promise.resolve();
+    const reply = (line: string): void => {
+      if (typeof delayMs === 'number') {
+        if (delayMs) setTimeout(() => socket.writable && socket.write(`${line}\r\n`), delayMs);
+        else socket.write(`${line}\r\n`);
+        return;
+      }
+      const delay = delayMs[replyingTo as keyof typeof delayMs] ?? 0;
+      serial = serial.then(
+        () =>
+          new Promise<void>((resolve) => {
+            if (delay === Infinity) return; // never answers, nor anything after
+            setTimeout(() => {
+              if (socket.writable) socket.write(`${line}\r\n`);
+              resolve();
+            }, delay);
+          }),
+      );
+    };
     socket.on('data', (chunk: Buffer) => {
       buffer += chunk.toString('latin1');
       for (;;) {
@@ -75,6 +98,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
           messages.push({ ...envelope, body });
           served++;
           envelope = { from: '', to: [] };
+          replyingTo = 'BODY';
           reply(`250 2.0.0 Ok: queued as raw-${messages.length}`);
           continue;
         }
@@ -83,6 +107,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
         const line = buffer.slice(0, newline).replace(/\r$/, '');
         buffer = buffer.slice(newline + 1);
         const verb = line.slice(0, 4).toUpperCase();
+        replyingTo = verb;
         commands.push(line);
         if (dropAt && verb === dropAt.slice(0, 4)) return void socket.destroy();
         if (mode === 'dropOnReuse' && verb === 'MAIL' && served > 0) return void socket.destroy();

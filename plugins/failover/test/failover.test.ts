@@ -51,6 +51,15 @@ describe('failover plugin', () => {
     assert.match(result.mail.enhanced ?? '', /^4\.4\./);
   });
 
+  test('a server that greets but never answers MAIL is passed over for the next one', async (t) => {
+    const stalled = await rawServer(t, { replyDelayMs: { MAIL: Infinity } });
+    const second = await sink(t, { name: 'second' });
+    const r = await router(t, { config: { relay: { timeout_seconds: 0.5 } }, plugins: [failover({ destinations: [stalled.label, second.label] })] });
+    assert.equal((await sendMail(r.port, message('stalled'))).data?.code, 250);
+    assert.equal(second.messages.length, 1);
+    assert.ok(stalled.commands.some((c) => c.startsWith('MAIL')), 'the first server was asked');
+  });
+
   test('consecutive failures open the circuit: the failing server is skipped, then probed after the cooldown', async (t) => {
     const busy = await rawServer(t, 'busy');
     const second = await sink(t, { name: 'second' });

@@ -3,8 +3,7 @@
  * attempts) in `queue.dir/journal/YYYY-MM-DD.jsonl`, the raw material of `gosmtp-dup report`.
  * Statistics, not mail: written in batches (at most 200 ms late), without fsync, off the reply path.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdirSync } from 'node:fs';
+import { appendFileSync, createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { DeliveryEvent, DeliveryEvents } from '../observability/events.ts';
 
@@ -16,6 +15,18 @@ export interface JournalLine extends DeliveryEvent {
 /** Lines wait at most this long, or until this many bytes are waiting, before they are written. */
 const FLUSH_MS = 200;
 const FLUSH_BYTES = 64 * 1024;
+
+/** Journals holding lines not yet handed to their stream: written synchronously if the process exits first. */
+const waiting = new Set<Journal>();
+let exitHooked = false;
+function flushAtExit(journal: Journal): void {
+  waiting.add(journal);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.once('exit', () => {
+    for (const each of waiting) each.flushSync();
+  });
+}
 
 export class Journal implements DeliveryEvents {
   readonly #dir: string;
@@ -43,6 +54,7 @@ export class Journal implements DeliveryEvents {
       this.#stream.on('error', () => undefined); // statistics must never take the router down
     }
     const line: JournalLine = { at, ...event };
+    if (this.#pending === '') flushAtExit(this);
     this.#pending += `${JSON.stringify(line)}\n`;
     if (this.#pending.length >= FLUSH_BYTES) this.#flush();
     else this.#timer ??= setTimeout(() => this.#flush(), FLUSH_MS).unref();
@@ -51,8 +63,20 @@ export class Journal implements DeliveryEvents {
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    waiting.delete(this);
     if (this.#pending === '') return;
     this.#stream?.write(this.#pending);
+    this.#pending = '';
+  }
+
+  /** At exit: the waiting lines, written before the process is gone. */
+  flushSync(): void {
+    if (this.#pending === '' || !this.#day) return;
+    try {
+      appendFileSync(join(this.#dir, `${this.#day}.jsonl`), this.#pending, { mode: 0o600 });
+    } catch {
+      // statistics must never take the router down, not even on its way out
+    }
     this.#pending = '';
   }
 

@@ -173,6 +173,8 @@ export class FsSpool implements Spool {
   async stillQueued(job: CopyJob): Promise<boolean> {
     if (await exists(join(this.#queue, `${job.record.id}.json`))) return true;
     for (const key of [...this.#jobs.keys()]) if (this.#jobs.get(key)!.record.id === job.record.id) this.#jobs.delete(key);
+    // Whatever is left of it (markers its copies wrote) goes too, and its body leaves the cache.
+    await this.#removeFiles(job.record.id, job.record.copies.length, true);
     this.#log.info({ id: job.record.id }, 'message removed from the queue; its copies are dropped');
     return false;
   }

@@ -95,8 +95,7 @@ export class CopyWorker {
     const copy = record.copies[job.index]!;
     const attempt = job.state.attempts + 1;
     // `gosmtp-dup queue delete` removes a message under the running router: forget it quietly.
-    // Checked before retries only: a first attempt follows the commit within moments.
-    if (job.state.attempts > 0 && !(await this.#spool.stillQueued(job))) return;
+    if (!(await this.#spool.stillQueued(job))) return;
     let outcome: CopyOutcome;
     const started = Date.now();
     try {

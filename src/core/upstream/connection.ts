@@ -27,6 +27,8 @@ export interface ConnectOptions {
 interface Pending {
   step: string;
   timeoutMs: number;
+  /** A pipelined command's clock starts when the reply before it arrives, not when it is sent. */
+  armAtHead?: boolean;
   /** Unset while the reply cannot come yet (the final reply, while the body is still flowing). */
   timer?: NodeJS.Timeout;
   resolve: (reply: UpstreamReply) => void;
@@ -174,7 +176,8 @@ export class UpstreamConnection {
    * PIPELINING) and returns one promise per reply, in order. Every promise must be observed.
    */
   commands(lines: ReadonlyArray<readonly [line: string, step: string]>, timeoutMs: number): Array<Promise<UpstreamReply>> {
-    const replies = lines.map(([, step]) => this.#expect(step, timeoutMs));
+    // Each reply gets the whole timeout from the moment the server can start on its command.
+    const replies = lines.map(([, step], index) => this.#expect(step, timeoutMs, index === 0, index > 0));
     this.#write(lines.length === 1 ? `${lines[0]![0]}\r\n` : lines.map(([line]) => `${line}\r\n`).join(''));
     return replies;
   }
@@ -256,10 +259,10 @@ export class UpstreamConnection {
     this.#socket.write(data, 'utf8');
   }
 
-  #expect(step: string, timeoutMs: number, armNow = true): Promise<UpstreamReply> {
+  #expect(step: string, timeoutMs: number, armNow = true, armAtHead = false): Promise<UpstreamReply> {
     return new Promise<UpstreamReply>((resolve, reject) => {
       if (this.#failure) return reject(this.#failure);
-      const pending: Pending = { step, timeoutMs, resolve, reject };
+      const pending: Pending = { step, timeoutMs, resolve, reject, armAtHead };
       if (armNow) pending.timer = this.#timer(step, timeoutMs);
       this.#pending.push(pending);
     });
@@ -296,6 +299,8 @@ export class UpstreamConnection {
       }
       clearTimeout(pending.timer);
       pending.resolve(reply);
+      const next = this.#pending[0];
+      if (next?.armAtHead && next.timer === undefined) next.timer = this.#timer(next.step, next.timeoutMs);
     }
     if (replies.length > 0) this.lastUsed = Date.now();
   }

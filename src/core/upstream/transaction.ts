@@ -74,7 +74,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
   ): Promise<{ tx: DeliveryTransaction | undefined; reply: UpstreamReply; destination: Destination }> {
     let lastError: unknown;
     const skipped: string[] = [];
-    for (const destination of candidates) {
+    for (const [position, destination] of candidates.entries()) {
       if (destination.kind === 'maildir') return { ...MaildirTransaction.begin(destination, sender), destination };
       // Over its limits (and not waiting): the next candidate, or 451 4.7.0. Not a health failure.
       const permit = await pool.limits.acquire(destination, destination.onLimit === 'wait');
@@ -82,6 +82,8 @@ export class UpstreamTransaction implements DeliveryTransaction {
         lastError = new GsdError(ErrorCodes.DESTINATION_BUSY, `${destination.label} is at its connection or rate limit`, { step: 'connect' });
         continue;
       }
+      // A circuit that is not closed needs a real answer to MAIL (a probe ends with one).
+      const healthy = pool.health.state(destination) === 'closed';
       // An open circuit is not tried: answering 451 now beats waiting for a timeout.
       if (!pool.health.tryAcquire(destination)) {
         permit.release();
@@ -97,10 +99,10 @@ export class UpstreamTransaction implements DeliveryTransaction {
           pool.health.success(destination);
           return { tx: undefined, reply: { ...Replies.smtputf8Unsupported(destination.label), lines: [] }, destination };
         }
-        if (conn.extensions.has('PIPELINING')) {
+        if (conn.extensions.has('PIPELINING') && healthy && position === candidates.length - 1) {
           // MAIL FROM waits for the first RCPT TO and goes out with it: one write and one round
-          // trip fewer per message. The server greeted us (or served the previous transaction).
-          pool.health.success(destination);
+          // trip fewer per message. Only with the last candidate: a server that stalls at MAIL
+          // must still leave room to fail over to the next one, which needs MAIL's answer now.
           return { tx: new UpstreamTransaction(pool, conn, timeouts, permit, { sender, reused }), reply: { ...Replies.senderOk(), lines: [] }, destination };
         }
         let reply: UpstreamReply;
@@ -181,6 +183,8 @@ export class UpstreamTransaction implements DeliveryTransaction {
       this.#pendingMail = { ...pending, reused: false };
       return this.#mailAndRcpt(this.#pendingMail, recipient);
     }
+    // Any reply to MAIL is a server that works.
+    this.#pool.health.success(this.destination);
     if (mailReply.code >= 200 && mailReply.code < 300) return rcpt ?? this.#rcpt(recipient);
     await rcpt?.catch(() => undefined); // 503: no transaction is open upstream
     this.#mailRefused = { ...mailReply, command: 'MAIL' };
