@@ -146,6 +146,18 @@ describe('durable copies', () => {
     await eventually(() => r.router.spool.pending().length === 0, 5000, 'nothing pending');
   });
 
+  test('a backup refusing the sender dead-letters the copy for every recipient, with the MAIL reply', async (t) => {
+    const primary = await sink(t);
+    const refusing = await sink(t, { name: 'refusing', behaviour: { mail: () => ({ code: 553, enhanced: '5.7.1', text: 'sender refused' }) } });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [refusing.label] } } });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net', 'b@example.net'], body: sampleMessage() });
+    await eventually(async () => (await r.router.spool.deadLetters()).length === 1, 5000, 'dead letter');
+    const [letter] = await r.router.spool.deadLetters();
+    assert.match(letter!.reason, /^MAIL: 553 5\.7\.1 sender refused/);
+    assert.deepEqual(letter!.recipients.map((x) => x.address), ['a@example.net', 'b@example.net']);
+    await eventually(() => r.router.spool.pending().length === 0, 5000, 'nothing pending');
+  });
+
   test('a copy older than queue.max_age_hours is dead-lettered instead of retried', async (t) => {
     const primary = await sink(t);
     const deferring = await sink(t, { name: 'deferring', behaviour: { data: () => ({ code: 452, enhanced: '4.3.1', text: 'disk full' }) } });
