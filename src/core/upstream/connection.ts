@@ -168,7 +168,9 @@ export class UpstreamConnection {
 
   /** Sends one command line and resolves with its reply (any code: the caller judges it). */
   command(line: string, step: string, timeoutMs: number): Promise<UpstreamReply> {
-    return this.commands([[line, step]], timeoutMs)[0]!;
+    const reply = this.#expect(step, timeoutMs);
+    this.#write(`${line}\r\n`);
+    return reply;
   }
 
   /**
@@ -178,7 +180,7 @@ export class UpstreamConnection {
   commands(lines: ReadonlyArray<readonly [line: string, step: string]>, timeoutMs: number): Array<Promise<UpstreamReply>> {
     // Each reply gets the whole timeout from the moment the server can start on its command.
     const replies = lines.map(([, step], index) => this.#expect(step, timeoutMs, index === 0, index > 0));
-    this.#write(lines.length === 1 ? `${lines[0]![0]}\r\n` : lines.map(([line]) => `${line}\r\n`).join(''));
+    this.#write(lines.map(([line]) => `${line}\r\n`).join(''));
     return replies;
   }
 
