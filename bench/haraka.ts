@@ -15,7 +15,7 @@ const run = promisify(execFile);
 
 export interface Haraka {
   version: string;
-  start(sink: string): Promise<{ port: number; stop(): Promise<void> }>;
+  start(sink: string): Promise<{ port: number; pid: number; stop(): Promise<void> }>;
 }
 
 export async function findHaraka(): Promise<Haraka | undefined> {
@@ -48,6 +48,7 @@ export async function findHaraka(): Promise<Haraka | undefined> {
       if (!(await waitForPort(port, 30_000))) throw new Error('Haraka did not start');
       return {
         port,
+        pid: proc.pid!,
         stop: async () => {
           proc.kill('SIGTERM');
           await rm(home, { recursive: true, force: true });

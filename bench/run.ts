@@ -108,6 +108,11 @@ async function startRouter(
   };
 }
 
+/** A process's peak resident memory so far (VmHWM), in MiB. */
+async function peakRssMiB(pid: number): Promise<number> {
+  return Number(/VmHWM:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
 /** Resolves once no message is left in a router's spool (every copy delivered). */
 async function spoolEmpty(queue: string): Promise<void> {
   while ((await readdir(queue)).some((name) => name.endsWith('.json'))) await new Promise((resolve) => setTimeout(resolve, 20));
@@ -127,7 +132,8 @@ async function main(): Promise<void> {
 
   const primary = await newSink();
   const backups = [await newSink(), await newSink()];
-  const rows: Array<[string, number, number, string]> = [];
+  /** workload, direct msg/s, gosmtp-dup msg/s, ratio, the relay's peak RSS in MiB */
+  const rows: Array<[string, number, number, string, number]> = [];
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const workloads = [
     { name: 'pass-through, persistent', backups: [] as string[], route: false, persistent: true },
@@ -160,9 +166,10 @@ async function main(): Promise<void> {
         await spoolEmpty(queue);
         sustained.push(rate(MESSAGES, Number(process.hrtime.bigint() - started) / 1e6));
       }
-      rows.push([workload.name, median(direct), median(via), (median(via) / median(direct)).toFixed(3)]);
+      const peakMiB = await peakRssMiB(router.proc.pid!);
+      rows.push([workload.name, median(direct), median(via), (median(via) / median(direct)).toFixed(3), peakMiB]);
       if (sustained.length > 0) {
-        rows.push([`${workload.name}, until every copy is delivered`, median(direct), median(sustained), (median(sustained) / median(direct)).toFixed(3)]);
+        rows.push([`${workload.name}, until every copy is delivered`, median(direct), median(sustained), (median(sustained) / median(direct)).toFixed(3), peakMiB]);
       }
     } finally {
       await router.stop();
@@ -171,7 +178,7 @@ async function main(): Promise<void> {
 
   // Haraka, when installed: the same persistent pass-through workload.
   const haraka = runs('haraka') ? await findHaraka() : undefined;
-  let harakaRow: [string, number, number, string] | undefined;
+  let harakaRow: [string, number, number, string, number] | undefined;
   if (haraka) {
     const instance = await haraka.start(primary.label);
     try {
@@ -183,7 +190,7 @@ async function main(): Promise<void> {
         direct.push(rate(MESSAGES, await source(primary.label, options)));
         via.push(rate(MESSAGES, await source(`127.0.0.1:${instance.port}`, options)));
       }
-      harakaRow = [`Haraka ${haraka.version} (smtp_forward), pass-through, persistent`, median(direct), median(via), (median(via) / median(direct)).toFixed(3)];
+      harakaRow = [`Haraka ${haraka.version} (smtp_forward), pass-through, persistent`, median(direct), median(via), (median(via) / median(direct)).toFixed(3), await peakRssMiB(instance.pid)];
     } finally {
       await instance.stop();
     }
@@ -193,15 +200,17 @@ async function main(): Promise<void> {
   if (runs('latency')) lines.push(...(await latencyAndIdle(dir, newSink, source)));
   if (runs('memory')) lines.push(await bigMessage(dir));
 
-  if (rows.length > 0) {
+  const row = ([name, direct, via, ratio, peak]: [string, number, number, string, number]) =>
+    console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} | ${peak.toFixed(1)} |`);
+  if (rows.length > 0 || harakaRow) {
     console.log('');
-    console.log('| workload | direct msg/s | gosmtp-dup msg/s | ratio |');
-    console.log('|---|---:|---:|---:|');
-    for (const [name, direct, via, ratio] of rows) console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} |`);
+    console.log('| workload | direct msg/s | through the relay msg/s | ratio | relay peak RSS MiB |');
+    console.log('|---|---:|---:|---:|---:|');
+    rows.forEach(row);
   }
   if (harakaRow) {
-    const [name, direct, via, ratio] = harakaRow;
-    console.log(`| ${name} | ${direct.toFixed(0)} | ${via.toFixed(0)} | ${ratio} |`);
+    row(harakaRow);
+    const ratio = harakaRow[3];
     console.log('');
     if (rows[0]) console.log(`gosmtp-dup pass-through / Haraka pass-through: ${(Number(rows[0][3]) / Number(ratio)).toFixed(2)}x`);
   } else if (runs('haraka')) {
