@@ -110,10 +110,11 @@ async function startRouter(
   };
 }
 
-/** A process's peak resident memory so far (VmHWM), in MiB. */
-async function peakRssMiB(pid: number): Promise<number> {
-  return Number(/VmHWM:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+/** A process's resident memory in MiB: now (`VmRSS`) or its peak so far (`VmHWM`). */
+async function memoryMiB(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 }
+const peakRssMiB = (pid: number) => memoryMiB(pid, 'VmHWM');
 
 /** Resolves once no message is left in a router's spool (every copy delivered). */
 async function spoolEmpty(queue: string): Promise<void> {
@@ -259,8 +260,7 @@ async function latencyAndIdle(dir: string, newSink: () => Promise<Sink>, source:
   // Idle sessions: 1000 clients connected and greeted, doing nothing; the router's RSS.
   const idle: SmtpTestClient[] = [];
   for (let i = 0; i < 1000; i++) idle.push(await SmtpTestClient.connect(latencyRouter.port));
-  const rssOf = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-  const idleRssMiB = await rssOf(latencyRouter.proc.pid!);
+  const idleRssMiB = await memoryMiB(latencyRouter.proc.pid!, 'VmRSS');
   for (const client of idle) client.destroy();
   await latencyRouter.stop();
   await latencySink.stop();
