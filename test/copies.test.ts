@@ -2,13 +2,13 @@
  * Backups mirror the primary (behaviour 5) and copies are durable (behaviour 6).
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../src/core/logger.ts';
-import { FsSpool } from '../src/core/spool/fs-spool.ts';
+import { LogSpool } from '../src/core/spool/log-spool.ts';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
-import { eventually, rawServer, router, sink, tempDir } from './helpers/fixtures.ts';
+import { eventually, rawServer, router, sink, spoolFiles, tempDir } from './helpers/fixtures.ts';
 
 const FROM = 'sender@example.com';
 
@@ -40,8 +40,8 @@ describe('backups mirror the primary', () => {
     await sendMail(r.port, { from: FROM, to: ['second@example.net'], body: sampleMessage() });
     const [copy] = await backup.waitFor(1);
     assert.deepEqual(copy!.to, ['second@example.net']);
-    await eventually(async () => (await readdir(join(r.queueDir, 'queue'))).length === 0, 5000, 'empty spool');
-    assert.deepEqual(await readdir(join(r.queueDir, 'tmp')), []);
+    // Finished segments are deleted: an idle router with nothing pending keeps no files.
+    await eventually(async () => (await spoolFiles(r.queueDir)).length === 0, 5000, 'empty spool');
     assert.equal(backup.messages.length, 1);
   });
 
@@ -51,7 +51,7 @@ describe('backups mirror the primary', () => {
     const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] } } });
     assert.equal((await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage() })).data?.code, 451);
     assert.deepEqual(r.router.spool.pending(), []);
-    assert.deepEqual(await readdir(join(r.queueDir, 'queue')), []);
+    await eventually(async () => (await spoolFiles(r.queueDir)).length === 0, 5000, 'empty spool');
   });
 });
 
@@ -69,33 +69,57 @@ describe('durable copies', () => {
       assert.deepEqual(copies.map((c) => c.body.toString()).sort(), [large, small].sort());
     }
     // The last copy to finish removes the message: nothing is left behind.
-    await eventually(async () => (await readdir(join(r.queueDir, 'queue'))).length === 0, 5000, 'empty spool');
+    await eventually(async () => (await spoolFiles(r.queueDir)).length === 0, 5000, 'empty spool');
   });
 
-  test('state and marker files left without their record are removed at start-up', async (t) => {
-    const dir = await tempDir(t);
-    const { mkdir, writeFile } = await import('node:fs/promises');
-    await mkdir(join(dir, 'queue'), { recursive: true });
-    for (const name of ['GONE01.0.done', 'GONE01.1.state.json', 'GONE01.eml']) await writeFile(join(dir, 'queue', name), '');
-    const spool = new FsSpool(dir, silentLogger());
-    await spool.open({ owner: true });
-    t.after(() => spool.close());
-    assert.deepEqual(await readdir(join(dir, 'queue')), []);
-  });
-
-  test('the copy is committed to the spool before the client hears 250', async (t) => {
+  test('the copy is on disk before the client hears 250: another reader of the spool finds it', async (t) => {
     const primary = await sink(t);
     const down = await rawServer(t, 'silent');
     const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [down.label], timeout_seconds: 0.3 } } });
     const result = await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage('durable') });
     assert.equal(result.data?.code, 250);
-    const files = await readdir(join(r.queueDir, 'queue'));
-    const record = files.find((f) => /^[0-9A-Z]+\.json$/.test(f));
-    assert.ok(record, `a committed record in ${files}`);
-    const parsed = JSON.parse(await readFile(join(r.queueDir, 'queue', record!), 'utf8'));
-    assert.equal(parsed.copies[0].destination, down.label);
-    assert.deepEqual(parsed.copies[0].recipients, [{ address: 'a@example.net', params: [] }]);
-    assert.match(await readFile(join(r.queueDir, 'queue', record!.replace('.json', '.eml')), 'utf8'), /Subject: durable/);
+    // A second process's view: only what reached the files.
+    const reader = new LogSpool(r.queueDir, silentLogger());
+    await reader.open();
+    t.after(() => reader.close());
+    const [job] = reader.pending();
+    assert.equal(job?.record.copies[0]!.destination, down.label);
+    assert.deepEqual(job!.record.copies[0]!.recipients, [{ address: 'a@example.net', params: [] }]);
+    let body = '';
+    for await (const chunk of reader.openBody(job!.record.id)) body += chunk;
+    assert.match(body, /Subject: durable/);
+  });
+
+  test('copies queued by a version with one file per message are imported and delivered', async (t) => {
+    const dir = await tempDir(t);
+    const primary = await sink(t);
+    const b1 = await sink(t, { name: 'b1' });
+    const b2 = await sink(t, { name: 'b2' });
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    const legacy = join(dir, 'queue');
+    await mkdir(legacy, { recursive: true });
+    const body = sampleMessage('from the old queue');
+    const record = {
+      version: 1,
+      id: 'LEGACY01',
+      createdAt: Date.now(),
+      sender: { address: FROM, params: [] },
+      client: { address: '127.0.0.1', helo: 'old' },
+      size: body.length,
+      copies: [b1.label, b2.label].map((destination) => ({ destination, recipients: [{ address: 'a@example.net', params: [] }] })),
+    };
+    await writeFile(join(legacy, 'LEGACY01.json'), JSON.stringify(record));
+    await writeFile(join(legacy, 'LEGACY01.eml'), body);
+    await writeFile(join(legacy, 'LEGACY01.0.done'), ''); // b1 had it already
+    await writeFile(join(legacy, 'LEGACY01.1.state.json'), JSON.stringify({ attempts: 3, nextAttemptAt: 0, lastError: 'down' }));
+    await writeFile(join(legacy, 'ORPHAN01.eml'), 'never committed');
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [b1.label, b2.label] }, queue: { dir } } });
+    const [copy] = await b2.waitFor(1);
+    assert.equal(copy!.body.toString(), body);
+    await eventually(async () => (await spoolFiles(dir)).length === 0, 5000, 'empty spool');
+    assert.equal(b1.messages.length, 0, 'a copy delivered before the upgrade is not sent again');
+    assert.deepEqual((await readdir(dir)).filter((name) => name === 'queue'), [], 'the old folder is gone');
+    await r.close();
   });
 
   test('4xx from a backup is retried with backoff until it accepts', async (t) => {
@@ -198,10 +222,13 @@ describe('copy worker robustness', () => {
     });
     await sendMail(r.port, { from: FROM, to: ['a@example.com'], body: sampleMessage() });
     const [job] = r.router.spool.pending();
-    // What `gosmtp-dup queue delete` does, from another process's view of the spool.
-    const cli = new FsSpool(r.queueDir, silentLogger());
+    // What `gosmtp-dup queue delete` does, from another process's view of the spool: it asks the
+    // running router, and returns once the router has acted.
+    const cli = new LogSpool(r.queueDir, silentLogger());
     await cli.open();
+    t.after(() => cli.close());
     assert.equal(await cli.remove(job!.record.id), true);
+    assert.deepEqual(r.router.spool.pending(), []);
     await eventually(() => r.router.spool.pending().length === 0, 5000, 'job forgotten');
     // Still alive and delivering.
     assert.equal((await sendMail(r.port, { from: FROM, to: ['b@example.com'], body: sampleMessage() })).data?.code, 250);

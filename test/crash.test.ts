@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
 import { startChildRouter } from './helpers/child-router.ts';
-import { eventually, rawServer, sink, tempDir } from './helpers/fixtures.ts';
+import { eventually, rawServer, sink, spoolFiles, tempDir } from './helpers/fixtures.ts';
 
 function routerConfig(dir: string, primary: string, backups: string[]) {
   return {
@@ -48,7 +48,7 @@ describe('crash safety (kill -9)', () => {
     const copies = await backup.waitFor(5, 15_000);
     assert.deepEqual(copies.map((m) => m.body.toString()).sort(), [...bodies].sort());
     // Settled: the spool empties, and nothing more arrives.
-    await eventually(async () => (await readdir(join(dir, 'spool', 'queue'))).length === 0, 10_000, 'empty spool');
+    await eventually(async () => (await spoolFiles(join(dir, 'spool'))).length === 0, 10_000, 'empty spool');
     assert.equal(backup.messages.length, 5);
     second.proc.kill('SIGTERM');
     assert.equal(await second.exited, 0);
@@ -62,7 +62,7 @@ describe('crash safety (kill -9)', () => {
     const first = await startChildRouter(t, dir, config);
     for (let i = 0; i < 3; i++) await sendMail(first.port, { from: 'a@example.com', to: ['r@example.net'], body: sampleMessage(`${i}`) });
     await backup.waitFor(3);
-    await eventually(async () => (await readdir(join(dir, 'spool', 'queue'))).length === 0, 10_000, 'empty spool');
+    await eventually(async () => (await spoolFiles(join(dir, 'spool'))).length === 0, 10_000, 'empty spool');
     first.proc.kill('SIGKILL');
     await first.exited;
 
@@ -72,7 +72,7 @@ describe('crash safety (kill -9)', () => {
     // Prove the worker is running: a new message arrives as the 4th and only new copy.
     await sendMail(second.port, { from: 'a@example.com', to: ['r@example.net'], body: sampleMessage('after') });
     await backup.waitFor(4);
-    await eventually(async () => (await readdir(join(dir, 'spool', 'queue'))).length === 0, 10_000, 'empty spool');
+    await eventually(async () => (await spoolFiles(join(dir, 'spool'))).length === 0, 10_000, 'empty spool');
     assert.equal(backup.messages.length, 4);
   });
 

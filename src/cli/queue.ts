@@ -4,8 +4,9 @@
  * delivery, these commands read the spool and ask it (through the spool folder) to act.
  */
 import { loadConfig } from '../core/config/load.ts';
+import type { Config } from '../core/config/schema.ts';
 import { silentLogger } from '../core/logger.ts';
-import { FsSpool } from '../core/spool/fs-spool.ts';
+import { LogSpool } from '../core/spool/log-spool.ts';
 import { acquireSpoolLock, spoolOwner } from '../core/spool/lock.ts';
 import { copyRecipients, type CopyJob } from '../core/spool/types.ts';
 import { CopyWorker } from '../core/spool/worker.ts';
@@ -16,11 +17,24 @@ const USAGE = 'usage: gosmtp-dup queue list|retry [ID]|delete ID|flush [--config
 export async function queueCommand(args: string[], options: { configFile?: string; json: boolean }): Promise<number> {
   const [action, id] = args;
   const { config } = await loadConfig({ file: options.configFile });
-  const spool = new FsSpool(config.queue.dir, silentLogger());
-  await spool.open();
+  // Changes go through the running router, if there is one; otherwise this process takes the
+  // spool's lock for them, so that no router starts meanwhile.
+  const router = await spoolOwner(config.queue.dir);
+  const lock = router === undefined && (action === 'delete' || action === 'flush') ? await acquireSpoolLock(config.queue.dir) : undefined;
+  const spool = new LogSpool(config.queue.dir, silentLogger());
+  await spool.open({ owner: lock !== undefined });
+  try {
+    return await act(spool, config, action, id, router, options.json);
+  } finally {
+    await spool.close();
+    await lock?.release();
+  }
+}
+
+async function act(spool: LogSpool, config: Config, action: string | undefined, id: string | undefined, router: number | undefined, json: boolean): Promise<number> {
   switch (action) {
     case 'list':
-      return list(spool, options.json);
+      return list(spool, json);
     case 'retry': {
       const count = await spool.retryNow(id);
       if (id !== undefined && count === 0) return fail(`no pending copies for message ${id}`);
@@ -34,7 +48,7 @@ export async function queueCommand(args: string[], options: { configFile?: strin
       return 0;
     }
     case 'flush':
-      return flush(spool, config);
+      return flush(spool, config, router);
     default:
       return fail(USAGE);
   }
@@ -60,7 +74,7 @@ function row(job: CopyJob) {
   };
 }
 
-async function list(spool: FsSpool, json: boolean): Promise<number> {
+async function list(spool: LogSpool, json: boolean): Promise<number> {
   const retrying = await spool.retryRequested();
   const rows = spool.pending().map((job) => ({ ...row(job), ...(retrying && { nextAttempt: 'now (retry requested)' }) }));
   const dead = await spool.deadLetters();
@@ -83,18 +97,15 @@ async function list(spool: FsSpool, json: boolean): Promise<number> {
   return 0;
 }
 
-/** With a router running: ask it to retry and wait for the queue to settle. Without: deliver here. */
-async function flush(spool: FsSpool, config: Awaited<ReturnType<typeof loadConfig>>['config']): Promise<number> {
-  const owner = await spoolOwner(config.queue.dir);
+/** With a router running: ask it to retry. Without: deliver here, holding the spool's lock. */
+async function flush(spool: LogSpool, config: Config, router: number | undefined): Promise<number> {
   const keys = new Set(spool.pending().map((j) => `${j.record.id}.${j.index}`));
   const started = Date.now();
   await spool.retryNow();
-  if (owner !== undefined) {
-    process.stdout.write(`asked the running router (pid ${owner}) to deliver ${keys.size} pending cop${keys.size === 1 ? 'y' : 'ies'} now\n`);
+  if (router !== undefined) {
+    process.stdout.write(`asked the running router (pid ${router}) to deliver ${keys.size} pending cop${keys.size === 1 ? 'y' : 'ies'} now\n`);
     return 0;
   }
-  // No router: this process delivers, and holds the lock so that none starts meanwhile.
-  const lock = await acquireSpoolLock(config.queue.dir);
   const stack = deliveryStack(config, silentLogger());
   const worker = new CopyWorker(spool, stack.pool, stack.worker, silentLogger());
   const attempted = () => spool.pending().filter((j) => keys.has(`${j.record.id}.${j.index}`) && (j.state.lastAttemptAt ?? 0) < started).length === 0;
@@ -102,7 +113,6 @@ async function flush(spool: FsSpool, config: Awaited<ReturnType<typeof loadConfi
   while (!attempted()) await new Promise((resolve) => setTimeout(resolve, 100));
   await worker.stop();
   stack.pool.close();
-  await lock.release();
   const left = spool.pending().length;
   process.stdout.write(`attempted ${keys.size} cop${keys.size === 1 ? 'y' : 'ies'}: ${keys.size - Math.min(left, keys.size)} finished, ${left} still pending\n`);
   return 0;

@@ -4,7 +4,7 @@
 import { loadConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { buildReport } from '../core/report/report.ts';
-import { FsSpool } from '../core/spool/fs-spool.ts';
+import { LogSpool } from '../core/spool/log-spool.ts';
 
 export async function reportCommand(options: { configFile?: string; days?: string; json: boolean }): Promise<number> {
   const days = options.days === undefined ? undefined : Number(options.days);
@@ -13,7 +13,7 @@ export async function reportCommand(options: { configFile?: string; days?: strin
     return 64;
   }
   const { config } = await loadConfig({ file: options.configFile });
-  const spool = new FsSpool(config.queue.dir, silentLogger());
+  const spool = new LogSpool(config.queue.dir, silentLogger());
   await spool.open();
   const report = await buildReport(config.queue.dir, spool, { sinceDays: days });
   if (options.json) {

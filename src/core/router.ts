@@ -23,7 +23,7 @@ import { fanOut } from './observability/events.ts';
 import { Metrics } from './observability/metrics.ts';
 import { Journal } from './report/journal.ts';
 import { createLogger } from './logger.ts';
-import { FsSpool } from './spool/fs-spool.ts';
+import { LogSpool } from './spool/log-spool.ts';
 import { acquireSpoolLock } from './spool/lock.ts';
 import { CopyWorker } from './spool/worker.ts';
 
@@ -36,7 +36,7 @@ export interface Router {
   readonly lmtpAddress?: AddressInfo;
   /** Where /metrics, /healthz and /readyz are served, when `metrics.listen` is set. */
   readonly opsAddress?: AddressInfo;
-  readonly spool: FsSpool;
+  readonly spool: LogSpool;
   /**
    * Applies a new configuration's routing (plugins, destinations, relay, timeouts, bare line
    * endings) and log level to new transactions; open ones finish on the old. Throws (a
@@ -110,7 +110,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
   };
   let closing: Promise<void> | undefined;
   try {
-    const spool = new FsSpool(config.queue.dir, log.child({ component: 'spool' }));
+    const spool = new LogSpool(config.queue.dir, log.child({ component: 'spool' }));
     await spool.open({ owner: true });
     cleanups.push(() => spool.close());
 

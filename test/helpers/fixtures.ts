@@ -1,7 +1,7 @@
 /**
  * Test fixtures: sinks and routers that close themselves when the test ends.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -63,6 +63,19 @@ export function capturingLogger(): { logger: Logger; lines: Array<Record<string,
 }
 
 /** Polls `check` until it holds; for conditions no event announces (files on disk). */
+/** Files the spool holds for pending copies (log segments, large bodies, bodies arriving): none once all are delivered. */
+export async function spoolFiles(queueDir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const sub of ['log', 'bodies', 'tmp']) {
+    try {
+      for (const name of await readdir(join(queueDir, sub))) files.push(`${sub}/${name}`);
+    } catch {
+      // not created yet
+    }
+  }
+  return files;
+}
+
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {

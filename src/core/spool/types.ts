@@ -40,6 +40,9 @@ export interface CopyState {
   readonly remaining?: readonly EnvelopeAddress[];
 }
 
+/** A copy's slot in its message: its state, or finished (delivered or dead-lettered). */
+export type CopySlot = CopyState | 'done';
+
 export interface CopyJob {
   readonly record: SpoolRecord;
   /** Index into `record.copies`. */

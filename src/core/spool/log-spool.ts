@@ -1,0 +1,653 @@
+/**
+ * The spool: a segment log (segment-log.ts) of what happened to each message, and a few folders
+ * beside it. Layout under `queue.dir`:
+ *
+ *   log/<seq>.log            entries: M message (record and body), C committed, S copy state,
+ *                            D copy done, X message removed; replayed in order at start-up
+ *   bodies/<id>.eml          a body over 128 KiB: streamed in, fsync'd before its M entry
+ *   tmp/<id>.eml             such a body while it arrives (cleared at start-up)
+ *   dead/<id>.<n>.json, dead/<id>.eml   dead letters with their reason, and the body
+ *   retry-now, delete-<id>   requests from `gosmtp-dup queue` to the running router
+ *
+ * A message is prepared (M, fsync'd before the final dot goes to the primary) and committed (C,
+ * fsync'd before the client hears 250); one without C is discarded at start-up, since its client
+ * never heard 250. Every entry goes through the log's group commit, so concurrent transactions
+ * share their writes and fsyncs. A segment is deleted once none of its messages has a copy left
+ * and no older segment its entries speak about remains; a sealed segment that is mostly finished
+ * has its remaining messages rewritten at the head of the log, so one slow backup cannot pin the
+ * traffic of days to the disk.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import { ErrorCodes, GsdError } from '../errors.ts';
+import type { EnvelopeAddress } from '../envelope.ts';
+import { DirSync, unlinkQuiet, writeFileDurable } from './durable-fs.ts';
+import { readLegacyQueue } from './legacy-queue.ts';
+import { readSegment, segmentName, SegmentLog, segmentSeq, type Segment } from './segment-log.ts';
+import { SpoolBody } from './spool-body.ts';
+import { type CopyJob, type CopyOutcome, type CopySlot, type CopyState, type DeadLetter, type Spool, type SpoolRecord, type SpoolWriter } from './types.ts';
+
+const ID_RE = /^[0-9A-Za-z]{6,40}$/;
+const RETRY_FILE = 'retry-now';
+const DELETE_PREFIX = 'delete-';
+const FRESH: CopyState = { attempts: 0, nextAttemptAt: 0 };
+/** A body up to this size goes into the log with its record; larger ones get their own file. */
+const MEMORY_BODY_BYTES = 128 * 1024;
+/** At most this much of such bodies is kept in memory for the copies still to send. */
+const BODY_CACHE_BYTES = 64 * 1024 * 1024;
+/** How long `queue delete` waits for a running router to act on its request. */
+const REQUEST_WAIT_MS = 10_000;
+
+/** What an M entry's JSON part holds (the body follows it, unless it has its own file). */
+interface MessageEntry {
+  readonly record: SpoolRecord;
+  readonly body: 'inline' | 'file';
+  /** Set on a message rewritten by compaction: committed, with its copies' states so far. */
+  readonly committed?: true;
+  readonly copies?: readonly CopySlot[];
+}
+
+interface StoredMessage {
+  readonly record: SpoolRecord;
+  /** The segment holding its current M entry. */
+  segment: Segment;
+  /** Size of that entry on disk. */
+  bytes: number;
+  /** Where the body is: inside that entry, or in `bodies/<id>.eml`. */
+  body: { offset: number; length: number } | 'file';
+  committed: boolean;
+  readonly copies: CopySlot[];
+}
+
+/** Per segment: what keeps it on disk. */
+interface SegmentUse {
+  readonly segment: Segment;
+  /** Messages whose M entry is here and which still have copies to deliver (or await commit). */
+  readonly live: Set<string>;
+  liveBytes: number;
+  /** Older segments whose messages this one has entries about: it must outlive them. */
+  readonly refs: Set<number>;
+  /** Body streams open on it. */
+  readers: number;
+}
+
+export class LogSpool implements Spool {
+  readonly #dir: string;
+  readonly #logDir: string;
+  readonly #bodiesDir: string;
+  readonly #tmp: string;
+  readonly #dead: string;
+  readonly #log: Logger;
+  readonly #bodiesSync: DirSync;
+  #writer: SegmentLog | undefined;
+  readonly #messages = new Map<string, StoredMessage>();
+  readonly #segments = new Map<number, SegmentUse>();
+  /** Pending copies by `<id>.<n>`. */
+  readonly #jobs = new Map<string, CopyJob>();
+  readonly #listeners: Array<() => void> = [];
+  #watcher: NodeJS.Timeout | undefined;
+  /** Bodies of queued messages, for their copies: no file read per copy. */
+  readonly #bodies = new Map<string, Buffer>();
+  #bodyBytes = 0;
+  #maintaining: Promise<void> | undefined;
+  #maintainAgain = false;
+
+  constructor(dir: string, log: Logger) {
+    this.#dir = dir;
+    this.#logDir = join(dir, 'log');
+    this.#bodiesDir = join(dir, 'bodies');
+    this.#tmp = join(dir, 'tmp');
+    this.#dead = join(dir, 'dead');
+    this.#bodiesSync = new DirSync(this.#bodiesDir);
+    this.#log = log;
+  }
+
+  /**
+   * `owner`: this process holds the spool lock (a router, or the CLI with no router running) and
+   * may write. Others only read, and ask the owner through request files.
+   */
+  async open(options: { owner?: boolean } = {}): Promise<void> {
+    for (const dir of [this.#dir, this.#logDir, this.#bodiesDir, this.#tmp, this.#dead]) await mkdir(dir, { recursive: true, mode: 0o700 });
+    if (options.owner) {
+      // Half-received messages: the client never got 250 for them and will send them again.
+      await rm(this.#tmp, { recursive: true, force: true });
+      await mkdir(this.#tmp, { mode: 0o700 });
+    }
+    const seqs = (await readdir(this.#logDir)).map(segmentSeq).filter((s): s is number => s !== undefined).sort((a, b) => a - b);
+    for (const seq of seqs) await this.#replay(seq);
+    for (const [id, message] of this.#messages) {
+      if (!message.committed || message.copies.every((c) => c === 'done')) this.#messages.delete(id);
+      else this.#queue(id, message);
+    }
+    if (!options.owner) return;
+    this.#writer = new SegmentLog(this.#logDir, (seqs.at(-1) ?? 0) + 1, () => this.#maintain());
+    await this.#migrateLegacy();
+    // Large bodies whose message was never committed, or finished just before a crash.
+    for (const name of await readdir(this.#bodiesDir)) {
+      if (!this.#messages.has(name.replace(/\.eml$/, ''))) await unlinkQuiet(join(this.#bodiesDir, name));
+    }
+    await this.#checkRequests();
+    this.#watcher = setInterval(() => {
+      this.#sealIdle();
+      void this.#checkRequests();
+    }, 1000);
+    this.#watcher.unref();
+    await this.#maintain();
+  }
+
+  async #replay(seq: number): Promise<void> {
+    const path = join(this.#logDir, segmentName(seq));
+    const segment: Segment = { seq, path, size: (await stat(path)).size, retired: true, queued: 0 };
+    const use = this.#use(segment);
+    for await (const entry of readSegment(path)) {
+      if (entry.type === 'M') {
+        const jsonLength = entry.payload.readUInt32BE(0);
+        const json = JSON.parse(entry.payload.toString('utf8', 4, 4 + jsonLength)) as MessageEntry;
+        const bodyOffset = entry.offset + 4 + jsonLength;
+        this.#messages.set(json.record.id, {
+          record: json.record,
+          segment,
+          bytes: entry.payload.length,
+          body: json.body === 'file' ? 'file' : { offset: bodyOffset, length: entry.payload.length - 4 - jsonLength },
+          committed: json.committed === true,
+          copies: json.copies ? [...json.copies] : json.record.copies.map(() => FRESH),
+        });
+        continue;
+      }
+      const change = JSON.parse(entry.payload.toString('utf8')) as { id: string; index?: number; state?: CopyState };
+      const message = this.#messages.get(change.id);
+      if (!message) continue; // its segment is gone: the message finished long ago
+      if (message.segment !== segment) use.refs.add(message.segment.seq);
+      if (entry.type === 'C') message.committed = true;
+      else if (entry.type === 'S' && message.copies[change.index!] !== 'done') message.copies[change.index!] = change.state!;
+      else if (entry.type === 'D') message.copies[change.index!] = 'done';
+      else if (entry.type === 'X') this.#messages.delete(change.id);
+    }
+  }
+
+  #use(segment: Segment): SegmentUse {
+    let use = this.#segments.get(segment.seq);
+    if (!use) {
+      use = { segment, live: new Set(), liveBytes: 0, refs: new Set(), readers: 0 };
+      this.#segments.set(segment.seq, use);
+    }
+    return use;
+  }
+
+  /** A committed message: its segment holds it, and its unfinished copies are due. */
+  #queue(id: string, message: StoredMessage): void {
+    this.#hold(id, message);
+    message.copies.forEach((slot, index) => {
+      if (slot !== 'done') this.#jobs.set(`${id}.${index}`, { record: message.record, index, state: slot });
+    });
+  }
+
+  /** The message keeps its segment on disk. */
+  #hold(id: string, message: StoredMessage): void {
+    const use = this.#use(message.segment);
+    use.live.add(id);
+    use.liveBytes += message.bytes;
+  }
+
+  #release(id: string, message: StoredMessage): void {
+    const use = this.#segments.get(message.segment.seq);
+    if (use?.live.delete(id)) use.liveBytes -= message.bytes;
+  }
+
+  /** Appends an entry about a message that is already in the log. */
+  #append(type: 'C' | 'S' | 'D' | 'X', message: StoredMessage, change: object): Promise<void> {
+    const writer = this.#requireWriter();
+    const { segment, durable } = writer.append(type, [Buffer.from(JSON.stringify({ id: message.record.id, ...change }))]);
+    if (message.segment !== segment) this.#use(segment).refs.add(message.segment.seq);
+    return durable;
+  }
+
+  #appendMessage(message: StoredMessage, entry: MessageEntry, body: Buffer | undefined): Promise<void> {
+    const json = Buffer.from(JSON.stringify(entry));
+    const length = Buffer.allocUnsafe(4);
+    length.writeUInt32BE(json.length);
+    const { segment, offset, durable } = this.#requireWriter().append('M', body ? [length, json, body] : [length, json]);
+    message.segment = segment;
+    message.bytes = 4 + json.length + (body?.length ?? 0);
+    message.body = body ? { offset: offset + 4 + json.length, length: body.length } : 'file';
+    return durable;
+  }
+
+  #requireWriter(): SegmentLog {
+    if (!this.#writer) throw new GsdError(ErrorCodes.SPOOL_FAILED, 'the spool is open read-only (another process owns it)');
+    return this.#writer;
+  }
+
+  begin(id: string): SpoolWriter {
+    if (!ID_RE.test(id)) throw new GsdError(ErrorCodes.SPOOL_FAILED, `invalid queue id ${id}`);
+    this.#requireWriter();
+    return new LogSpoolWriter(this, id, join(this.#tmp, `${id}.eml`));
+  }
+
+  /** The writer's prepare: the body (file, if any) and the M entry durable, not yet committed. */
+  async _prepare(record: SpoolRecord, body: Buffer | undefined, spilled: string | undefined): Promise<void> {
+    const id = record.id;
+    if (spilled) {
+      await rename(spilled, join(this.#bodiesDir, `${id}.eml`));
+      await this.#bodiesSync.sync();
+    }
+    const message: StoredMessage = { record, segment: this.#requireWriter().active, bytes: 0, body: 'file', committed: false, copies: record.copies.map(() => FRESH) };
+    const durable = this.#appendMessage(message, { record, body: body ? 'inline' : 'file' }, body);
+    this.#messages.set(id, message);
+    this.#hold(id, message); // its copies are not due before the commit
+    await durable;
+  }
+
+  async _commit(id: string, body: Buffer | undefined): Promise<void> {
+    const message = this.#messages.get(id);
+    if (!message) throw new GsdError(ErrorCodes.SPOOL_FAILED, `message ${id} was not prepared`);
+    await this.#append('C', message, {});
+    message.committed = true;
+    if (body && this.#bodyBytes + body.length <= BODY_CACHE_BYTES) {
+      this.#bodies.set(id, body);
+      this.#bodyBytes += body.length;
+    }
+    message.copies.forEach((_slot, index) => this.#jobs.set(`${id}.${index}`, { record: message.record, index, state: FRESH }));
+    this.#emitDue();
+  }
+
+  /** The writer's abort. After a commit attempt its C entry may have reached the disk: undone. */
+  async _abort(id: string, commitTried: boolean): Promise<void> {
+    const message = this.#messages.get(id);
+    if (!message) return;
+    this.#forget(id, message);
+    if (commitTried) await this.#append('X', message, {}).catch(() => undefined);
+    if (message.body === 'file') await unlinkQuiet(join(this.#bodiesDir, `${id}.eml`)).catch(() => undefined);
+    this.#maintain();
+  }
+
+  #jobKeys(message: StoredMessage): string[] {
+    return message.copies.map((_slot, index) => `${message.record.id}.${index}`);
+  }
+
+  /** Drops a message from memory: its copies, its hold on its segment, its cached body. */
+  #forget(id: string, message: StoredMessage): void {
+    for (const key of this.#jobKeys(message)) this.#jobs.delete(key);
+    this.#messages.delete(id);
+    this.#release(id, message);
+    const body = this.#bodies.get(id);
+    if (body) {
+      this.#bodies.delete(id);
+      this.#bodyBytes -= body.length;
+    }
+  }
+
+  pending(): readonly CopyJob[] {
+    return [...this.#jobs.values()];
+  }
+
+  jobs(): Iterable<CopyJob> {
+    return this.#jobs.values();
+  }
+
+  openBody(id: string): Readable {
+    const cached = this.#bodies.get(id);
+    if (cached) return Readable.from([cached]);
+    const message = this.#messages.get(id);
+    if (!message) return Readable.from((async function* () {
+      throw new GsdError(ErrorCodes.SPOOL_FAILED, `message ${id} is no longer queued`);
+    })());
+    if (message.body === 'file') return createReadStream(join(this.#bodiesDir, `${id}.eml`));
+    const { offset, length } = message.body;
+    if (length === 0) return Readable.from([]);
+    // The segment stays on disk while it is read, even if the message moves meanwhile.
+    const use = this.#use(message.segment);
+    use.readers++;
+    const stream = createReadStream(message.segment.path, { start: offset, end: offset + length - 1 });
+    stream.once('close', () => {
+      use.readers--;
+      this.#maintain();
+    });
+    return stream;
+  }
+
+  async stillQueued(job: CopyJob): Promise<boolean> {
+    const slot = this.#messages.get(job.record.id)?.copies[job.index];
+    if (slot !== undefined && slot !== 'done') return true;
+    this.#jobs.delete(`${job.record.id}.${job.index}`);
+    return false;
+  }
+
+  postpone(job: CopyJob, nextAttemptAt: number): void {
+    const key = `${job.record.id}.${job.index}`;
+    const current = this.#jobs.get(key);
+    if (current) this.#jobs.set(key, { ...current, state: { ...current.state, nextAttemptAt } });
+  }
+
+  async settle(job: CopyJob, outcome: CopyOutcome): Promise<void> {
+    const { record, index } = job;
+    const key = `${record.id}.${index}`;
+    const message = this.#messages.get(record.id);
+    if (!message || message.copies[index] === 'done') return; // removed meanwhile
+    const attempts = job.state.attempts + 1;
+    // Recipients that will never be delivered are written down before anything else changes.
+    if (outcome.dead && outcome.dead.recipients.length > 0) await this.#writeDead(job, outcome.dead.recipients, outcome.dead.reason, attempts);
+    const retry = outcome.retry;
+    if (retry && retry.recipients.length > 0) {
+      const state: CopyState = { attempts, nextAttemptAt: retry.nextAttemptAt, lastAttemptAt: Date.now(), lastError: retry.error, remaining: retry.recipients };
+      message.copies[index] = state;
+      this.#jobs.set(key, { record, index, state });
+      return this.#append('S', message, { index, state });
+    }
+    // Finished. Memory changes at once, in the same tick as the entry is queued, so that an entry
+    // queued later (a compaction's rewrite) carries this change too.
+    message.copies[index] = 'done';
+    this.#jobs.delete(key);
+    const last = message.copies.every((slot) => slot === 'done');
+    if (last) this.#forget(record.id, message);
+    await this.#append('D', message, { index });
+    if (!last) return;
+    if (message.body === 'file') await unlinkQuiet(join(this.#bodiesDir, `${record.id}.eml`));
+    this.#maintain();
+  }
+
+  async #writeDead(job: CopyJob, recipients: readonly EnvelopeAddress[], reason: string, attempts: number): Promise<void> {
+    const { record, index } = job;
+    const letter: DeadLetter = { id: record.id, destination: record.copies[index]!.destination, recipients, reason, attempts, deadAt: Date.now() };
+    await this.#writeDeadBody(record.id);
+    // Several dead-letter events for one copy (partial failures) each get their own file.
+    let name = `${record.id}.${index}.json`;
+    for (let n = 1; await exists(join(this.#dead, name)); n++) name = `${record.id}.${index}.${n}.json`;
+    await writeFileDurable(join(this.#dead, name), JSON.stringify({ ...letter, sender: record.sender, createdAt: record.createdAt }, null, 2));
+    this.#log.warn({ id: record.id, destination: letter.destination, recipients: recipients.length, reason }, 'copy dead-lettered');
+  }
+
+  /** The body beside its dead letters, once per message. */
+  async #writeDeadBody(id: string): Promise<void> {
+    const path = join(this.#dead, `${id}.eml`);
+    if (await exists(path)) return;
+    if (this.#messages.get(id)?.body === 'file') {
+      try {
+        await link(join(this.#bodiesDir, `${id}.eml`), path);
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return;
+        throw err;
+      }
+    }
+    const tmp = `${path}.${process.pid}.tmp`;
+    await pipeline(this.openBody(id), createWriteStream(tmp, { mode: 0o600, flush: true }));
+    await rename(tmp, path);
+  }
+
+  async retryNow(id?: string): Promise<number> {
+    const count = this.#markDue(id);
+    if (this.#writer) {
+      this.#emitDue();
+      return count;
+    }
+    // Not the owner: a request file, picked up by the running router (or the next one).
+    await writeFileDurable(join(this.#dir, RETRY_FILE), `${id ?? '*'}\n`, false);
+    return count;
+  }
+
+  /** Whether `gosmtp-dup queue retry` asked for a retry the router has not picked up yet. */
+  async retryRequested(): Promise<boolean> {
+    return exists(join(this.#dir, RETRY_FILE));
+  }
+
+  #markDue(id: string | undefined): number {
+    let count = 0;
+    for (const [key, job] of this.#jobs) {
+      if (id !== undefined && job.record.id !== id) continue;
+      this.#jobs.set(key, { ...job, state: { ...job.state, nextAttemptAt: 0 } });
+      count++;
+    }
+    return count;
+  }
+
+  /** Acts on request files written by `gosmtp-dup queue` in another process. */
+  async #checkRequests(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.#dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (name === RETRY_FILE) {
+        const request = await readFile(join(this.#dir, name), 'utf8').catch(() => '*');
+        await unlinkQuiet(join(this.#dir, name));
+        const id = request.trim();
+        this.#markDue(id === '*' || id === '' ? undefined : id);
+        this.#emitDue();
+      } else if (name.startsWith(DELETE_PREFIX) && !name.endsWith('.tmp')) {
+        const id = name.slice(DELETE_PREFIX.length);
+        if (ID_RE.test(id)) await this.remove(id).catch((err: Error) => this.#log.error({ id, err: err.message }, 'cannot delete message'));
+        await unlinkQuiet(join(this.#dir, name));
+      }
+    }
+  }
+
+  /**
+   * Drops a message and all its pending copies. Returns whether it existed. Not the owner: asks
+   * the running router and waits until it has done so.
+   */
+  async remove(id: string): Promise<boolean> {
+    if (!ID_RE.test(id)) return false;
+    const message = this.#messages.get(id);
+    if (!this.#writer) {
+      if (!message) return false;
+      const request = join(this.#dir, `${DELETE_PREFIX}${id}`);
+      await writeFileDurable(request, `${id}\n`, false);
+      for (const started = Date.now(); await exists(request); ) {
+        if (Date.now() - started > REQUEST_WAIT_MS) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router did not act on the request within ${REQUEST_WAIT_MS / 1000} s`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      this.#forget(id, message);
+      return true;
+    }
+    if (!message) return false;
+    this.#forget(id, message);
+    await this.#append('X', message, {});
+    if (message.body === 'file') await unlinkQuiet(join(this.#bodiesDir, `${id}.eml`));
+    this.#log.info({ id }, 'message removed from the queue; its copies are dropped');
+    this.#maintain();
+    return true;
+  }
+
+  async deadLetters(): Promise<DeadLetter[]> {
+    const letters: DeadLetter[] = [];
+    for (const name of await readdir(this.#dead)) {
+      if (!name.endsWith('.json') || name.includes('.tmp')) continue;
+      letters.push(JSON.parse(await readFile(join(this.#dead, name), 'utf8')) as DeadLetter);
+    }
+    return letters.sort((a, b) => a.deadAt - b.deadAt);
+  }
+
+  /** Whether a file can be created in the spool now (for readiness checks). */
+  async writable(): Promise<boolean> {
+    const probe = join(this.#tmp, `.probe-${process.pid}`);
+    try {
+      await writeFileDurable(probe, 'ok', false);
+      await unlinkQuiet(probe);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  onDue(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  #emitDue(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
+  /** An idle head segment holding only finished messages is sealed, so that it can go. */
+  #sealIdle(): void {
+    const writer = this.#writer;
+    if (!writer) return;
+    const head = writer.active;
+    if (head.size > 0 && head.queued === 0 && (this.#segments.get(head.seq)?.live.size ?? 0) === 0) writer.seal();
+  }
+
+  /** Compacts and deletes segments; runs one at a time, again if asked meanwhile. */
+  #maintain(): Promise<void> {
+    if (!this.#writer) return Promise.resolve();
+    if (this.#maintaining) {
+      this.#maintainAgain = true;
+      return this.#maintaining;
+    }
+    this.#maintaining = (async () => {
+      do {
+        this.#maintainAgain = false;
+        await this.#compact();
+        await this.#deleteFinished();
+      } while (this.#maintainAgain);
+    })()
+      .catch((err: Error) => this.#log.error({ err: err.message }, 'spool maintenance failed'))
+      .finally(() => {
+        this.#maintaining = undefined;
+      });
+    return this.#maintaining;
+  }
+
+  /** Sealed segments at most half live: their live messages are rewritten at the head. */
+  async #compact(): Promise<void> {
+    const head = this.#writer!.active.seq;
+    for (const use of [...this.#segments.values()]) {
+      const { segment } = use;
+      if (segment.seq >= head || use.live.size === 0 || use.liveBytes * 2 > segment.size) continue;
+      const ids = [...use.live];
+      if (ids.some((id) => !this.#messages.get(id)?.committed)) continue; // a commit in progress: later
+      const writes: Promise<void>[] = [];
+      for (const id of ids) {
+        const message = this.#messages.get(id)!;
+        const body = message.body === 'file' ? undefined : (this.#bodies.get(id) ?? (await this.#readInline(message)));
+        if (this.#messages.get(id) !== message || !use.live.has(id)) continue; // finished while reading
+        this.#release(id, message);
+        writes.push(this.#appendMessage(message, { record: message.record, body: body ? 'inline' : 'file', committed: true, copies: [...message.copies] }, body));
+        this.#hold(id, message);
+      }
+      await Promise.all(writes);
+      this.#log.info({ segment: segment.seq, moved: writes.length }, 'spool segment compacted');
+    }
+  }
+
+  async #readInline(message: StoredMessage): Promise<Buffer> {
+    const { offset, length } = message.body as { offset: number; length: number };
+    const handle = await open(message.segment.path, 'r');
+    try {
+      const buffer = Buffer.allocUnsafe(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, offset);
+      if (bytesRead !== length) throw new Error(`short read in ${message.segment.path}`);
+      return buffer;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Deletes segments with nothing left to deliver, oldest dependencies first: a segment whose
+   * entries speak about an older segment's messages goes only once that one is gone for good
+   * (folder fsync'd), or a restart would find those messages without their commits or marks.
+   */
+  async #deleteFinished(): Promise<void> {
+    const head = this.#writer!.active.seq;
+    for (;;) {
+      const gone = [...this.#segments.values()].filter(
+        (use) => use.segment.seq < head && use.segment.queued === 0 && use.live.size === 0 && use.readers === 0 && [...use.refs].every((seq) => !this.#segments.has(seq)),
+      );
+      if (gone.length === 0) return;
+      for (const use of gone) await unlinkQuiet(use.segment.path);
+      await this.#writer!.syncDir();
+      for (const use of gone) this.#segments.delete(use.segment.seq);
+    }
+  }
+
+  /** Imports copies queued by a version that kept one file per message (`queue/`). */
+  async #migrateLegacy(): Promise<void> {
+    const legacy = await readLegacyQueue(join(this.#dir, 'queue'), this.#bodiesDir, MEMORY_BODY_BYTES);
+    if (!legacy) return;
+    const writes: Promise<void>[] = [];
+    for (const { record, copies, body } of legacy.messages) {
+      const message: StoredMessage = { record, segment: this.#writer!.active, bytes: 0, body: 'file', committed: true, copies };
+      writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body));
+      this.#messages.set(record.id, message);
+      this.#queue(record.id, message);
+    }
+    await this.#bodiesSync.sync();
+    await Promise.all(writes);
+    await legacy.remove();
+    this.#log.info({ messages: legacy.messages.length }, 'copies queued by an earlier version imported into the spool log');
+  }
+
+  async close(): Promise<void> {
+    if (this.#watcher) clearInterval(this.#watcher);
+    await this.#maintaining;
+    await this.#writer?.close();
+    await this.#bodiesSync.close();
+  }
+}
+
+class LogSpoolWriter implements SpoolWriter {
+  readonly body: SpoolBody;
+  #record: SpoolRecord | undefined;
+  #inMemory: Buffer | undefined;
+  #commitTried = false;
+  #finished = false;
+
+  constructor(
+    private readonly spool: LogSpool,
+    private readonly id: string,
+    private readonly bodyPath: string,
+  ) {
+    this.body = new SpoolBody(bodyPath, MEMORY_BODY_BYTES);
+  }
+
+  async prepare(record: SpoolRecord): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (this.body.writableFinished) return resolve();
+        if (this.body.errored) return reject(this.body.errored);
+        this.body.once('error', reject);
+        this.body.once('finish', resolve);
+        this.body.end();
+      });
+      this.#inMemory = this.body.inMemory;
+      await this.spool._prepare(record, this.#inMemory, this.#inMemory ? undefined : this.bodyPath);
+      this.#record = record;
+    } catch (err) {
+      throw new GsdError(ErrorCodes.SPOOL_FAILED, `cannot store message ${this.id}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (!this.#record) throw new GsdError(ErrorCodes.SPOOL_FAILED, 'commit before prepare');
+    this.#commitTried = true;
+    try {
+      await this.spool._commit(this.id, this.#inMemory);
+      this.#finished = true;
+    } catch (err) {
+      throw new GsdError(ErrorCodes.SPOOL_FAILED, `cannot commit message ${this.id}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.body.destroy();
+    await unlinkQuiet(this.bodyPath).catch(() => undefined);
+    await this.spool._abort(this.id, this.#commitTried);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
