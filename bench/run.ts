@@ -7,7 +7,7 @@
  * started exactly as users start it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -23,9 +23,12 @@ const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 3000);
 /** Interleaved rounds per workload; each figure is their median. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-/** `BENCH_ONLY=latency,memory` runs some parts: throughput, haraka, latency, memory. */
+/**
+ * `BENCH_ONLY=latency,memory` runs some parts: throughput (every workload), copies (only the
+ * workload with copies), haraka, latency, memory.
+ */
 const ONLY = process.env.BENCH_ONLY?.split(',').map((part) => part.trim());
-const runs = (part: 'throughput' | 'haraka' | 'latency' | 'memory') => !ONLY || ONLY.includes(part);
+const runs = (part: 'throughput' | 'copies' | 'haraka' | 'latency' | 'memory') => !ONLY || ONLY.includes(part);
 
 interface Sink {
   label: string;
@@ -58,7 +61,7 @@ async function startRouter(
   primary: string,
   backups: string[],
   useRoute = false,
-): Promise<{ port: number; proc: ChildProcess; stop(): Promise<Record<string, unknown>> }> {
+): Promise<{ port: number; proc: ChildProcess; copiesDelivered(count: number): Promise<void>; stop(): Promise<Record<string, unknown>> }> {
   const file = join(dir, `${name}.yaml`);
   await writeFile(
     file,
@@ -73,6 +76,8 @@ async function startRouter(
   const lines: Array<Record<string, unknown>> = [];
   let buffer = '';
   let onLine: (() => void) | undefined;
+  /** Copies the router has logged as delivered (each an `info` line, as in service). */
+  let delivered = 0;
   proc.stdout!.on('data', (chunk: Buffer) => {
     buffer += chunk.toString();
     let nl: number;
@@ -81,8 +86,9 @@ async function startRouter(
       buffer = buffer.slice(nl + 1);
       try {
         const parsed = JSON.parse(line) as Record<string, unknown>;
-        // Per-message lines are dropped here; only start and stop matter to the bench.
-        if (parsed.msg === 'gosmtp-dup listening' || parsed.msg === 'gosmtp-dup stopped') lines.push(parsed);
+        // Per-message lines are dropped here; only start, stop and delivered copies matter.
+        if (parsed.msg === 'copy delivered') delivered++;
+        else if (parsed.msg === 'gosmtp-dup listening' || parsed.msg === 'gosmtp-dup stopped') lines.push(parsed);
       } catch {
         // not JSON
       }
@@ -103,6 +109,16 @@ async function startRouter(
   return {
     proc,
     port: Number(String(listening.listen).split(':').pop()),
+    copiesDelivered: (count: number) =>
+      new Promise<void>((resolve, reject) => {
+        const deadline = Date.now() + 120_000;
+        const check = () => {
+          if (delivered >= count) resolve();
+          else if (Date.now() > deadline || proc.exitCode !== null) reject(new Error(`${delivered} of ${count} copies delivered`));
+          else setTimeout(check, 5);
+        };
+        check();
+      }),
     stop: async () => {
       proc.kill('SIGTERM');
       return waitFor('gosmtp-dup stopped');
@@ -116,10 +132,6 @@ async function memoryMiB(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number>
 }
 const peakRssMiB = (pid: number) => memoryMiB(pid, 'VmHWM');
 
-/** Resolves once no message is left in a router's spool (every copy delivered). */
-async function spoolEmpty(queue: string): Promise<void> {
-  while ((await readdir(queue)).some((name) => name.endsWith('.json'))) await new Promise((resolve) => setTimeout(resolve, 20));
-}
 
 function rate(messages: number, ms: number): number {
   return (messages * 1000) / ms;
@@ -150,7 +162,9 @@ async function main(): Promise<void> {
   const harakaInstance = haraka ? await haraka.start(primary.label) : undefined;
   const harakaVia: number[] = [];
   let harakaRow: [string, number, number, string, number] | undefined;
-  const measured = runs('throughput') ? workloads : harakaInstance ? workloads.slice(0, 1) : [];
+  const measured = runs('throughput')
+    ? workloads
+    : workloads.filter((workload, index) => (index === 0 && harakaInstance) || (runs('copies') && workload.backups.length > 0));
 
   // Warm the sink up once; each router gets its own warm-up (JIT, connection pool).
   await source(primary.label, { messages: 300, sessions: SESSIONS, persistent: true });
@@ -160,10 +174,13 @@ async function main(): Promise<void> {
     const withHaraka = index === 0 ? harakaInstance : undefined;
     try {
       const options = { messages: MESSAGES, sessions: SESSIONS, persistent: workload.persistent };
-      const queue = join(dir, `w${index}-spool`, 'queue');
+      // Every message the router accepts gets a copy per backup: the bench waits for them by count.
+      let copiesDue = 0;
+      const allCopies = () => router.copiesDelivered(copiesDue);
       await source(`127.0.0.1:${router.port}`, { ...options, messages: 300 });
+      copiesDue += 300 * workload.backups.length;
       if (withHaraka) await source(`127.0.0.1:${withHaraka.port}`, { ...options, messages: 300 });
-      await spoolEmpty(queue);
+      await allCopies();
       const direct: number[] = [];
       const via: number[] = [];
       const sustained: number[] = [];
@@ -176,7 +193,8 @@ async function main(): Promise<void> {
         const started = process.hrtime.bigint();
         via.push(rate(MESSAGES, await source(`127.0.0.1:${router.port}`, options)));
         if (workload.backups.length === 0) continue;
-        await spoolEmpty(queue);
+        copiesDue += MESSAGES * workload.backups.length;
+        await allCopies();
         sustained.push(rate(MESSAGES, Number(process.hrtime.bigint() - started) / 1e6));
       }
       const peakMiB = await peakRssMiB(router.proc.pid!);
