@@ -95,8 +95,11 @@ export class LogSpool implements Spool {
   #bodyBytes = 0;
   #maintaining: Promise<void> | undefined;
   #maintainAgain = false;
+  readonly #segmentBytes: number | undefined;
 
-  constructor(dir: string, log: Logger) {
+  /** `segmentBytes`: when the head segment is sealed (tests use small ones to exercise compaction). */
+  constructor(dir: string, log: Logger, options: { segmentBytes?: number } = {}) {
+    this.#segmentBytes = options.segmentBytes;
     this.#dir = dir;
     this.#logDir = join(dir, 'log');
     this.#bodiesDir = join(dir, 'bodies');
@@ -124,7 +127,7 @@ export class LogSpool implements Spool {
       else this.#queue(id, message);
     }
     if (!options.owner) return;
-    this.#writer = new SegmentLog(this.#logDir, (seqs.at(-1) ?? 0) + 1, () => this.#maintain());
+    this.#writer = new SegmentLog(this.#logDir, (seqs.at(-1) ?? 0) + 1, () => this.#maintain(), this.#segmentBytes);
     await this.#migrateLegacy();
     // Large bodies whose message was never committed, or finished just before a crash.
     for (const name of await readdir(this.#bodiesDir)) {

@@ -79,9 +79,11 @@ export class SegmentLog {
   #file: { segment: Segment; handle: FileHandle } | undefined;
   /** Called when a segment stops taking entries (it may become deletable). */
   readonly #onSealed: (segment: Segment) => void;
+  readonly #segmentBytes: number;
 
-  constructor(dir: string, firstSeq: number, onSealed: (segment: Segment) => void) {
+  constructor(dir: string, firstSeq: number, onSealed: (segment: Segment) => void, segmentBytes = SEGMENT_BYTES) {
     this.#dir = dir;
+    this.#segmentBytes = segmentBytes;
     this.#dirSync = new DirSync(dir);
     this.#active = this.#segment(firstSeq);
     this.#onSealed = onSealed;
@@ -102,7 +104,7 @@ export class SegmentLog {
   append(type: string, parts: readonly Buffer[]): Appended {
     let length = 0;
     for (const part of parts) length += part.length;
-    if (this.#active.retired || (this.#active.size > 0 && this.#active.size + length > SEGMENT_BYTES)) this.seal();
+    if (this.#active.retired || (this.#active.size > 0 && this.#active.size + length > this.#segmentBytes)) this.seal();
     const segment = this.#active;
     const header = Buffer.allocUnsafe(HEADER_BYTES);
     header.writeUInt32BE(length, 0);
