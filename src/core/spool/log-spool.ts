@@ -209,15 +209,32 @@ export class LogSpool implements Spool {
     return durable;
   }
 
-  #appendMessage(message: StoredMessage, entry: MessageEntry, body: Buffer | undefined): Promise<void> {
+  /**
+   * Queues a message's M entry. `moveNow`: its location switches at once (a new message, which
+   * nobody reads yet); otherwise only once the entry is on disk (a compaction's rewrite: a body
+   * opened meanwhile must still be read from where it is).
+   */
+  #appendMessage(message: StoredMessage, entry: MessageEntry, body: Buffer | undefined, moveNow: boolean): Promise<void> {
     const json = Buffer.from(JSON.stringify(entry));
     const length = Buffer.allocUnsafe(4);
     length.writeUInt32BE(json.length);
     const { segment, offset, durable } = this.#requireWriter().append('M', body ? [length, json, body] : [length, json]);
-    message.segment = segment;
-    message.bytes = 4 + json.length + (body?.length ?? 0);
-    message.body = body ? { offset: offset + 4 + json.length, length: body.length } : 'file';
-    return durable;
+    const move = () => {
+      message.segment = segment;
+      message.bytes = 4 + json.length + (body?.length ?? 0);
+      message.body = body ? { offset: offset + 4 + json.length, length: body.length } : 'file';
+    };
+    if (moveNow) {
+      move();
+      return durable;
+    }
+    return durable.then(() => {
+      const id = message.record.id;
+      if (this.#messages.get(id) !== message) return; // finished or removed meanwhile
+      this.#release(id, message);
+      move();
+      this.#hold(id, message);
+    });
   }
 
   #requireWriter(): SegmentLog {
@@ -239,7 +256,7 @@ export class LogSpool implements Spool {
       await this.#bodiesSync.sync();
     }
     const message: StoredMessage = { record, segment: this.#requireWriter().active, bytes: 0, body: 'file', committed: false, copies: record.copies.map(() => FRESH) };
-    const durable = this.#appendMessage(message, { record, body: body ? 'inline' : 'file' }, body);
+    const durable = this.#appendMessage(message, { record, body: body ? 'inline' : 'file' }, body, true);
     this.#messages.set(id, message);
     this.#hold(id, message); // its copies are not due before the commit
     await durable;
@@ -526,12 +543,11 @@ export class LogSpool implements Spool {
       if (ids.some((id) => !this.#messages.get(id)?.committed)) continue; // a commit in progress: later
       const writes: Promise<void>[] = [];
       for (const id of ids) {
-        const message = this.#messages.get(id)!;
+        const message = this.#messages.get(id);
+        if (!message || !use.live.has(id)) continue; // finished meanwhile
         const body = message.body === 'file' ? undefined : (this.#bodies.get(id) ?? (await this.#readInline(message)));
         if (this.#messages.get(id) !== message || !use.live.has(id)) continue; // finished while reading
-        this.#release(id, message);
-        writes.push(this.#appendMessage(message, { record: message.record, body: body ? 'inline' : 'file', committed: true, copies: [...message.copies] }, body));
-        this.#hold(id, message);
+        writes.push(this.#appendMessage(message, { record: message.record, body: body ? 'inline' : 'file', committed: true, copies: [...message.copies] }, body, false));
       }
       await Promise.all(writes);
       this.#log.info({ segment: segment.seq, moved: writes.length }, 'spool segment compacted');
@@ -576,7 +592,7 @@ export class LogSpool implements Spool {
     const writes: Promise<void>[] = [];
     for (const { record, copies, body } of legacy.messages) {
       const message: StoredMessage = { record, segment: this.#writer!.active, bytes: 0, body: 'file', committed: true, copies };
-      writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body));
+      writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body, true));
       this.#messages.set(record.id, message);
       this.#queue(record.id, message);
     }

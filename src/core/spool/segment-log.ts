@@ -143,7 +143,11 @@ export class SegmentLog {
       this.#queue = this.#queue.filter((p) => p.segment !== segment);
       try {
         const handle = await this.#handleFor(segment);
-        await handle.writev(batch.flatMap((p) => p.buffers));
+        const buffers = batch.flatMap((p) => p.buffers);
+        const { bytesWritten } = await handle.writev(buffers);
+        // A full disk or a file-size limit ends a write short without an error.
+        const expected = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
+        if (bytesWritten !== expected) throw new Error(`short write to ${segment.path}: ${bytesWritten} of ${expected} bytes`);
         await handle.datasync();
         for (const p of batch) p.resolve();
       } catch (err) {
