@@ -7,8 +7,8 @@
  *   transaction has one synchronous destination; a recipient that routes elsewhere gets 452 and
  *   the sender's MTA sends it in its own transaction (that is what 452 at RCPT asks of it).
  * - DATA: the body streams, canonicalized (bare CR/LF policy, size limit), to the upstream and,
- *   when copies are due, to the spool at the same time. The spool is made durable *before* the
- *   terminating dot goes upstream, and committed before the client hears 250.
+ *   when copies are due, to the spool at the same time. The spool has the message *before* the
+ *   terminating dot goes upstream, and has it durably committed before the client hears 250.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
@@ -211,7 +211,8 @@ export class InboundTransaction {
     canonical.once('end', () => {
       this.#size = canonical.bytes;
       if (settled) return; // the upstream already failed; the writer is being aborted
-      // Copies become durable before the upstream can accept: the dot waits for the fsync.
+      // Copies are written before the upstream can accept (the dot waits): a spool that cannot
+      // store them fails the message before the primary has it. The commit makes them durable.
       const ready = writer ? writer.prepare(this.#record(copies)) : Promise.resolve();
       ready.then(
         () => toUpstream.end(),

@@ -9,9 +9,9 @@
  *   dead/<id>.<n>.json, dead/<id>.eml   dead letters with their reason, and the body
  *   retry-now, delete-<id>   requests from `gosmtp-dup queue` to the running router
  *
- * A message is prepared (M, fsync'd before the final dot goes to the primary) and committed (C,
- * fsync'd before the client hears 250); one without C is discarded at start-up, since its client
- * never heard 250. Every entry goes through the log's group commit, so concurrent transactions
+ * A message is prepared (M, written before the final dot goes to the primary, so that a full disk
+ * is found before the primary can accept) and committed (C; M and C fsync'd before the client
+ * hears 250); one without C is discarded at start-up, since its client never heard 250. Every entry goes through the log's group commit, so concurrent transactions
  * share their writes and fsyncs. A segment is deleted once none of its messages has a copy left
  * and no older segment its entries speak about remains; a sealed segment that is mostly finished
  * has its remaining messages rewritten at the head of the log, so one slow backup cannot pin the
@@ -61,6 +61,8 @@ interface StoredMessage {
   body: { offset: number; length: number } | 'file';
   committed: boolean;
   readonly copies: CopySlot[];
+  /** Until the commit: when the M entry is on disk. */
+  prepared?: Promise<void>;
 }
 
 /** Per segment: what keeps it on disk. */
@@ -214,11 +216,11 @@ export class LogSpool implements Spool {
    * nobody reads yet); otherwise only once the entry is on disk (a compaction's rewrite: a body
    * opened meanwhile must still be read from where it is).
    */
-  #appendMessage(message: StoredMessage, entry: MessageEntry, body: Buffer | undefined, moveNow: boolean): Promise<void> {
+  #appendMessage(message: StoredMessage, entry: MessageEntry, body: Buffer | undefined, moveNow: boolean): { durable: Promise<void>; written: Promise<void> } {
     const json = Buffer.from(JSON.stringify(entry));
     const length = Buffer.allocUnsafe(4);
     length.writeUInt32BE(json.length);
-    const { segment, offset, durable } = this.#requireWriter().append('M', body ? [length, json, body] : [length, json]);
+    const { segment, offset, durable, written } = this.#requireWriter().append('M', body ? [length, json, body] : [length, json]);
     const move = () => {
       message.segment = segment;
       message.bytes = 4 + json.length + (body?.length ?? 0);
@@ -226,15 +228,16 @@ export class LogSpool implements Spool {
     };
     if (moveNow) {
       move();
-      return durable;
+      return { durable, written };
     }
-    return durable.then(() => {
+    const moved = durable.then(() => {
       const id = message.record.id;
       if (this.#messages.get(id) !== message) return; // finished or removed meanwhile
       this.#release(id, message);
       move();
       this.#hold(id, message);
     });
+    return { durable: moved, written };
   }
 
   #requireWriter(): SegmentLog {
@@ -256,17 +259,22 @@ export class LogSpool implements Spool {
       await this.#bodiesSync.sync();
     }
     const message: StoredMessage = { record, segment: this.#requireWriter().active, bytes: 0, body: 'file', committed: false, copies: record.copies.map(() => FRESH) };
-    const durable = this.#appendMessage(message, { record, body: body ? 'inline' : 'file' }, body, true);
+    const { durable, written } = this.#appendMessage(message, { record, body: body ? 'inline' : 'file' }, body, true);
+    durable.catch(() => undefined); // awaited by the commit
+    message.prepared = durable;
     this.#messages.set(id, message);
     this.#hold(id, message); // its copies are not due before the commit
-    await durable;
+    // Written, not yet fsync'd: a full disk fails here, before the primary can accept. The fsync
+    // that makes the commit durable makes this entry durable too (one wait instead of two).
+    await written;
   }
 
   async _commit(id: string, body: Buffer | undefined): Promise<void> {
     const message = this.#messages.get(id);
     if (!message) throw new GsdError(ErrorCodes.SPOOL_FAILED, `message ${id} was not prepared`);
-    await this.#append('C', message, {});
+    await Promise.all([message.prepared, this.#append('C', message, {})]);
     message.committed = true;
+    message.prepared = undefined;
     if (body && this.#bodyBytes + body.length <= BODY_CACHE_BYTES) {
       this.#bodies.set(id, body);
       this.#bodyBytes += body.length;
@@ -547,7 +555,7 @@ export class LogSpool implements Spool {
         if (!message || !use.live.has(id)) continue; // finished meanwhile
         const body = message.body === 'file' ? undefined : (this.#bodies.get(id) ?? (await this.#readInline(message)));
         if (this.#messages.get(id) !== message || !use.live.has(id)) continue; // finished while reading
-        writes.push(this.#appendMessage(message, { record: message.record, body: body ? 'inline' : 'file', committed: true, copies: [...message.copies] }, body, false));
+        writes.push(this.#appendMessage(message, { record: message.record, body: body ? 'inline' : 'file', committed: true, copies: [...message.copies] }, body, false).durable);
       }
       await Promise.all(writes);
       this.#log.info({ segment: segment.seq, moved: writes.length }, 'spool segment compacted');
@@ -592,7 +600,7 @@ export class LogSpool implements Spool {
     const writes: Promise<void>[] = [];
     for (const { record, copies, body } of legacy.messages) {
       const message: StoredMessage = { record, segment: this.#writer!.active, bytes: 0, body: 'file', committed: true, copies };
-      writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body, true));
+      writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body, true).durable);
       this.#messages.set(record.id, message);
       this.#queue(record.id, message);
     }

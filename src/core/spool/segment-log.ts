@@ -57,6 +57,8 @@ export async function* readSegment(path: string): AsyncGenerator<LogEntry> {
 interface Pending {
   readonly segment: Segment;
   readonly buffers: Buffer[];
+  /** The write returned: the entry is in the kernel's cache (a full disk would have failed it). */
+  written(): void;
   resolve(): void;
   reject(err: Error): void;
 }
@@ -67,6 +69,11 @@ export interface Appended {
   readonly offset: number;
   /** Resolves once the entry is on disk. */
   readonly durable: Promise<void>;
+  /**
+   * Resolves once the entry is written, before its fsync. Entries are written and fsync'd in
+   * order, so an entry appended later being durable means this one is too.
+   */
+  readonly written: Promise<void>;
 }
 
 export class SegmentLog {
@@ -115,15 +122,22 @@ export class SegmentLog {
     const offset = segment.size + HEADER_BYTES;
     segment.size += HEADER_BYTES + length;
     segment.queued++;
+    let written!: () => void;
+    let notWritten!: (err: Error) => void;
+    const writtenPromise = new Promise<void>((resolve, reject) => {
+      written = resolve;
+      notWritten = reject;
+    });
+    writtenPromise.catch(() => undefined); // the same failure reaches `durable`, which callers await
     const durable = new Promise<void>((resolve, reject) => {
-      this.#queue.push({ segment, buffers: [header, ...parts], resolve, reject });
+      this.#queue.push({ segment, buffers: [header, ...parts], written, resolve, reject: (err) => (notWritten(err), reject(err)) });
     }).finally(() => {
       segment.queued--;
     });
     this.#flushing ??= this.#flush().finally(() => {
       this.#flushing = undefined;
     });
-    return { segment, offset, durable };
+    return { segment, offset, durable, written: writtenPromise };
   }
 
   /** The head segment takes no more entries; the next entry starts a new one. */
@@ -148,6 +162,7 @@ export class SegmentLog {
         // A full disk or a file-size limit ends a write short without an error.
         const expected = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
         if (bytesWritten !== expected) throw new Error(`short write to ${segment.path}: ${bytesWritten} of ${expected} bytes`);
+        for (const p of batch) p.written();
         await handle.datasync();
         for (const p of batch) p.resolve();
       } catch (err) {

@@ -64,9 +64,15 @@ export interface CopyOutcome {
 export interface SpoolWriter {
   /** Write the canonical message body here while it streams. */
   readonly body: Writable;
-  /** Makes body and record durable on disk, still invisible to the worker. */
+  /**
+   * Writes body and record, still invisible to the worker. A spool that cannot take them (a full
+   * disk) fails here, before the primary gets the final dot.
+   */
   prepare(record: SpoolRecord): Promise<void>;
-  /** Makes the message visible to the worker, atomically. Only after this may the client hear 250. */
+  /**
+   * Makes the message durable (body, record and commit fsync'd) and visible to the worker,
+   * atomically. Only after this may the client hear 250.
+   */
   commit(): Promise<void>;
   /** Forgets the message (primary refused it, or the client went away). Never throws. */
   abort(): Promise<void>;
