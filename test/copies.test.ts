@@ -213,6 +213,36 @@ describe('durable copies', () => {
   });
 });
 
+describe('copies over a pipelining connection', () => {
+  test('MAIL FROM, RCPT TO and DATA go to a backup in one write, and the copy arrives whole', async (t) => {
+    const primary = await sink(t);
+    const backup = await rawServer(t, 'lenient');
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] } } });
+    const body = sampleMessage('pipelined copy');
+    await sendMail(r.port, { from: FROM, to: ['a@example.net', 'b@example.net'], body });
+    await eventually(() => backup.messages.length === 1, 5000, 'copy delivered');
+    assert.deepEqual(backup.messages[0]!.to, ['<a@example.net>', '<b@example.net>']);
+    // The raw server keeps what precedes the CRLF of the terminating dot line.
+    assert.equal(`${backup.messages[0]!.body}\r\n`, body);
+    const envelope = backup.reads.find((read) => read.startsWith('MAIL FROM'));
+    assert.match(envelope ?? '', /^MAIL FROM:<sender@example\.com>\r\nRCPT TO:<a@example\.net>\r\nRCPT TO:<b@example\.net>\r\nDATA\r\n$/);
+  });
+
+  test('a server that refuses every recipient yet answers the pipelined DATA with 354 gets no message', async (t) => {
+    const primary = await sink(t);
+    const broken = await rawServer(t, { rcptReply: '550 5.1.1 no such user' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [broken.label] } } });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage('refused') });
+    await eventually(async () => (await r.router.spool.deadLetters()).length === 1, 5000, 'dead letter');
+    const [letter] = await r.router.spool.deadLetters();
+    assert.match(letter!.reason, /550 5\.1\.1 no such user/);
+    // The connection is closed instead of ending a body: no empty message is delivered.
+    await eventually(() => broken.connections() >= 1 && r.router.spool.pending().length === 0, 5000, 'settled');
+    assert.deepEqual(broken.messages, []);
+    assert.ok(!broken.commands.includes('.'), 'no terminating dot was sent');
+  });
+});
+
 describe('copy worker robustness', () => {
   test('a message deleted under the running router is dropped quietly, not a crash', async (t) => {
     const primary = await sink(t);

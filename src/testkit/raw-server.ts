@@ -20,6 +20,8 @@ export type RawServerMode =
   | 'hangAfterBody'
   /** Answers DATA with this line instead of 354 (e.g. a broken server's `250 ok`). */
   | { dataReply: string }
+  /** Answers every RCPT with this line, and DATA with 354 all the same (as a broken server would). */
+  | { rcptReply: string }
   /**
    * Lenient, but every reply waits this long (a slow server). Per command (`BODY`: the reply to
    * the final dot), replies come one after another, each its delay after the previous one, as
@@ -36,6 +38,8 @@ export interface RawServer {
   connections(): number;
   /** Every command line received, in order, across connections. */
   readonly commands: string[];
+  /** What each read from a socket delivered, as text: commands sent in one write arrive in one. */
+  readonly reads: string[];
   close(): Promise<void>;
 }
 
@@ -45,6 +49,7 @@ const LENIENT_END = /(?:^|\r\n|\n|\r)\.(?:\r\n|\n|\r)/;
 export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
   const messages: RawServer['messages'] = [];
   const commands: string[] = [];
+  const reads: string[] = [];
   const sockets = new Set<net.Socket>();
   let connections = 0;
   const server = net.createServer((socket) => {
@@ -57,6 +62,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     const dropAt = typeof mode === 'object' && 'dropAt' in mode ? mode.dropAt : undefined;
     const dataReply = typeof mode === 'object' && 'dataReply' in mode ? mode.dataReply : '354 go ahead';
     const delayMs = typeof mode === 'object' && 'replyDelayMs' in mode ? mode.replyDelayMs : 0;
+    const rcptReply = typeof mode === 'object' && 'rcptReply' in mode ? mode.rcptReply : undefined;
     let buffer = '';
     let inData = false;
     let served = 0;
@@ -83,6 +89,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
       );
     };
     socket.on('data', (chunk: Buffer) => {
+      reads.push(chunk.toString('latin1'));
       buffer += chunk.toString('latin1');
       for (;;) {
         if (inData) {
@@ -116,6 +123,8 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
         else if (verb === 'MAIL') {
           envelope.from = line.slice(line.indexOf(':') + 1).trim();
           reply('250 2.1.0 Ok');
+        } else if (verb === 'RCPT' && rcptReply) {
+          reply(rcptReply);
         } else if (verb === 'RCPT') {
           envelope.to.push(line.slice(line.indexOf(':') + 1).trim());
           reply('250 2.1.5 Ok');
@@ -142,6 +151,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     messages,
     connections: () => connections,
     commands,
+    reads,
     close: () =>
       new Promise((resolve) => {
         for (const socket of sockets) socket.destroy();

@@ -158,8 +158,10 @@ export class CopyWorker {
     const deferred: EnvelopeAddress[] = [];
     const refusedWhy: string[] = [];
     const deferredWhy: string[] = [];
-    for (const recipient of recipients) {
-      const verdict = await tx.rcpt(recipient);
+    // All recipients at once: with a server that pipelines, MAIL, RCPTs and DATA are one write.
+    const verdicts = await tx.rcptAll(recipients);
+    for (const [index, recipient] of recipients.entries()) {
+      const verdict = verdicts[index]!;
       if (verdict.command === 'MAIL') {
         // MAIL FROM went out with the first RCPT TO and was refused: it speaks for every recipient.
         tx.abort();

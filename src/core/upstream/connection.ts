@@ -192,8 +192,9 @@ export class UpstreamConnection {
    * connection is destroyed before the terminating dot, so the upstream never accepts a partial
    * message; the body stream is always destroyed if it was not read to its end.
    */
-  async data(source: Readable | (() => Readable), timeoutMs: number, finalTimeoutMs: number, finalReplies = 1): Promise<UpstreamReply> {
-    const go = await this.command('DATA', 'DATA', timeoutMs);
+  async data(source: Readable | (() => Readable), timeoutMs: number, finalTimeoutMs: number, finalReplies = 1, sent?: Promise<UpstreamReply>): Promise<UpstreamReply> {
+    // `sent`: DATA already went out, pipelined behind the envelope.
+    const go = await (sent ?? this.command('DATA', 'DATA', timeoutMs));
     if (go.code !== 354) {
       // A 2xx to DATA would be taken for a success although no message was sent.
       if (go.code < 400) {

@@ -36,6 +36,12 @@ export class MaildirTransaction {
     return { tx: new MaildirTransaction(destination, sender), reply: ok('Sender OK') };
   }
 
+  async rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]> {
+    const verdicts: UpstreamReply[] = [];
+    for (const recipient of recipients) verdicts.push(await this.rcpt(recipient));
+    return verdicts;
+  }
+
   async rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
     this.#recipients.push(recipient.address);
     return ok('Recipient OK');

@@ -30,6 +30,11 @@ const UNHEALTHY_CODES = new Set<string>([...FAILOVER_CODES, ErrorCodes.UPSTREAM_
 export interface DeliveryTransaction {
   readonly destination: Destination;
   rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply>;
+  /**
+   * Every recipient at once (a spooled copy's are all known): one verdict each. With a server that
+   * pipelines, MAIL FROM, every RCPT TO and DATA go in one write.
+   */
+  rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]>;
   /** Sends the body (or opens it, when the destination is ready for it) and returns the final reply. */
   data(body: Readable | (() => Readable)): Promise<UpstreamReply>;
   /** Abandons the transaction; the connection (if any) is reset before reuse. */
@@ -49,6 +54,8 @@ export class UpstreamTransaction implements DeliveryTransaction {
   #pendingMail: { sender: EnvelopeAddress; reused: boolean } | undefined;
   /** The upstream refused the pipelined MAIL FROM: the answer to every RCPT of this transaction. */
   #mailRefused: UpstreamReply | undefined;
+  /** DATA went out pipelined behind the last RCPT TO: its reply. */
+  #dataSent: Promise<UpstreamReply> | undefined;
 
   private constructor(pool: UpstreamPool, conn: UpstreamConnection, timeouts: TransactionTimeouts, permit: Permit, pendingMail?: { sender: EnvelopeAddress; reused: boolean }) {
     this.#permit = permit;
@@ -143,9 +150,22 @@ export class UpstreamTransaction implements DeliveryTransaction {
 
   async rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
     if (this.#mailRefused) return this.#mailRefused;
-    const reply = await (this.#pendingMail ? this.#mailAndRcpt(this.#pendingMail, recipient) : this.#rcpt(recipient)).catch((err: unknown) => this.#lost(err));
+    const reply = await (this.#pendingMail ? this.#mailAndRcpt(this.#pendingMail, [recipient], false).then(([first]) => first!) : this.#rcpt(recipient)).catch((err: unknown) =>
+      this.#lost(err),
+    );
     if (reply.code >= 200 && reply.code < 300) this.#accepted++;
     return reply;
+  }
+
+  async rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]> {
+    if (!this.#pendingMail || recipients.length === 0) {
+      const verdicts: UpstreamReply[] = [];
+      for (const recipient of recipients) verdicts.push(await this.rcpt(recipient));
+      return verdicts;
+    }
+    const verdicts = await this.#mailAndRcpt(this.#pendingMail, recipients, true).catch((err: unknown) => this.#lost(err));
+    for (const reply of verdicts) if (reply.code >= 200 && reply.code < 300) this.#accepted++;
+    return verdicts;
   }
 
   #rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {
@@ -154,22 +174,33 @@ export class UpstreamTransaction implements DeliveryTransaction {
   }
 
   /**
-   * MAIL FROM and the first RCPT TO in one write. A refused MAIL is the verdict for this and every
-   * later recipient (the client hears it at RCPT, as from Postfix with smtpd_delay_reject) and
-   * frees the connection at once.
+   * MAIL FROM and the RCPT TOs in one write, and DATA behind them when `withData` (RFC 2920 lets
+   * DATA end a group). A refused MAIL is the verdict for every recipient, now and later (the
+   * client hears it at RCPT, as from Postfix with smtpd_delay_reject), and frees the connection.
    */
-  async #mailAndRcpt(pending: { sender: EnvelopeAddress; reused: boolean }, recipient: EnvelopeAddress): Promise<UpstreamReply> {
+  async #mailAndRcpt(pending: { sender: EnvelopeAddress; reused: boolean }, recipients: readonly EnvelopeAddress[], withData: boolean): Promise<UpstreamReply[]> {
     const conn = this.#connection();
     this.#pendingMail = undefined; // said: from now on, an abandoned transaction needs RSET
     const mailLine = mailCommand(pending.sender, conn.extensions);
+    let mail: Promise<UpstreamReply>;
+    let rcpts: Array<Promise<UpstreamReply>> = [];
+    let data: Promise<UpstreamReply> | undefined;
     // A fresh connection (below) is asked again whether it may pipeline.
-    const [mail, rcpt] = conn.extensions.has('PIPELINING')
-      ? conn.commands([[mailLine, 'MAIL'], [rcptCommand(recipient, conn.extensions), 'RCPT']], this.#timeouts.timeoutMs)
-      : [conn.command(mailLine, 'MAIL', this.#timeouts.timeoutMs)];
-    rcpt?.catch(() => undefined); // observed below, unless MAIL failed first
+    if (conn.extensions.has('PIPELINING')) {
+      const lines: Array<readonly [string, string]> = [[mailLine, 'MAIL'], ...recipients.map((r) => [rcptCommand(r, conn.extensions), 'RCPT'] as const)];
+      if (withData) lines.push(['DATA', 'DATA']);
+      const replies = conn.commands(lines, this.#timeouts.timeoutMs);
+      mail = replies[0]!;
+      rcpts = replies.slice(1, 1 + recipients.length);
+      data = withData ? replies.at(-1) : undefined;
+    } else {
+      mail = conn.command(mailLine, 'MAIL', this.#timeouts.timeoutMs);
+    }
+    const later = data ? [...rcpts, data] : rcpts;
+    for (const reply of later) reply.catch(() => undefined); // observed below, unless MAIL failed first
     let mailReply: UpstreamReply;
     try {
-      mailReply = await mail!;
+      mailReply = await mail;
     } catch (err) {
       // A pooled connection the server closed while idle: one fresh try, nothing was accepted.
       if (!pending.reused || this.#conn !== conn) throw err;
@@ -181,19 +212,28 @@ export class UpstreamTransaction implements DeliveryTransaction {
       }
       this.#conn = fresh;
       this.#pendingMail = { ...pending, reused: false };
-      return this.#mailAndRcpt(this.#pendingMail, recipient);
+      return this.#mailAndRcpt(this.#pendingMail, recipients, withData);
     }
     // Any reply to MAIL is a server that works.
     this.#pool.health.success(this.destination);
-    if (mailReply.code >= 200 && mailReply.code < 300) return rcpt ?? this.#rcpt(recipient);
-    await rcpt?.catch(() => undefined); // 503: no transaction is open upstream
+    if (mailReply.code >= 200 && mailReply.code < 300) {
+      if (rcpts.length === 0) {
+        const verdicts: UpstreamReply[] = [];
+        for (const recipient of recipients) verdicts.push(await this.#rcpt(recipient));
+        return verdicts;
+      }
+      const verdicts = await Promise.all(rcpts);
+      this.#dataSent = data;
+      return verdicts;
+    }
+    await Promise.allSettled(later); // 503s: no transaction is open upstream
     this.#mailRefused = { ...mailReply, command: 'MAIL' };
     if (this.#conn === conn) {
       this.#conn = undefined;
       this.#permit.release();
       this.#pool.release(conn);
     }
-    return this.#mailRefused;
+    return recipients.map(() => this.#mailRefused!);
   }
 
   /** A connection lost or timed out mid-dialogue counts against the destination's health. */
@@ -208,7 +248,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
     this.#conn = undefined;
     try {
       const lmtp = conn.destination.protocol === 'lmtp';
-      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs, lmtp ? this.#accepted : 1);
+      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs, lmtp ? this.#accepted : 1, this.#dataSent);
       // A refused DATA (not 354) leaves the transaction open upstream.
       if (reply.code !== 250) conn.dirty = true;
       this.#pool.release(conn);
@@ -228,6 +268,21 @@ export class UpstreamTransaction implements DeliveryTransaction {
     const conn = this.#conn;
     if (!conn) return;
     this.#conn = undefined;
+    const dataSent = this.#dataSent;
+    if (dataSent) {
+      // DATA went out with the envelope: its reply decides. A refusal leaves the transaction
+      // open (RSET before reuse); a 354 (no recipient was accepted, yet the server waits for a
+      // body) is ended by closing the connection, so that no empty message is delivered.
+      void dataSent.then(
+        (reply) => {
+          if (reply.code === 354) conn.destroy();
+          else conn.dirty = true;
+          this.#pool.release(conn);
+        },
+        () => conn.destroy(),
+      ).finally(() => this.#permit.release());
+      return;
+    }
     this.#permit.release();
     // Nothing was said yet when MAIL FROM was still waiting: the connection is clean.
     if (!this.#pendingMail) conn.dirty = true;
