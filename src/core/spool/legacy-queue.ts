@@ -6,7 +6,8 @@
  * message appended twice is one message (the later entry wins).
  */
 import { readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fsyncDir } from './durable-fs.ts';
 import type { CopySlot, CopyState, SpoolRecord } from './types.ts';
 
 export interface LegacyMessage {
@@ -21,6 +22,7 @@ export async function readLegacyQueue(
   bodiesDir: string,
   inlineMax: number,
 ): Promise<{ messages: LegacyMessage[]; remove(): Promise<void> } | undefined> {
+  await rm(`${dir}.imported`, { recursive: true, force: true }); // imported, deletion interrupted
   let names: Set<string>;
   try {
     names = new Set(await readdir(dir));
@@ -60,5 +62,16 @@ export async function readLegacyQueue(
     }
     messages.push({ record, copies, body });
   }
-  return { messages, remove: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    messages,
+    // Renamed away in one step first: a crash halfway through deleting must not leave records
+    // without the marks of their delivered copies, to be imported again.
+    remove: async () => {
+      const gone = `${dir}.imported`;
+      await rm(gone, { recursive: true, force: true });
+      await rename(dir, gone);
+      await fsyncDir(dirname(dir));
+      await rm(gone, { recursive: true, force: true });
+    },
+  };
 }

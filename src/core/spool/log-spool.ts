@@ -34,6 +34,10 @@ import { type CopyJob, type CopyOutcome, type CopySlot, type CopyState, type Dea
 const ID_RE = /^[0-9A-Za-z]{6,40}$/;
 const RETRY_FILE = 'retry-now';
 const DELETE_PREFIX = 'delete-';
+/** The router's answer to a delete request, beside it: one of these, or `failed: <why>`. */
+const RESULT_SUFFIX = '.result';
+const DELETED = 'deleted';
+const NOT_QUEUED = 'not queued';
 const FRESH: CopyState = { attempts: 0, nextAttemptAt: 0 };
 /** A body up to this size goes into the log with its record; larger ones get their own file. */
 const MEMORY_BODY_BYTES = 128 * 1024;
@@ -63,6 +67,8 @@ interface StoredMessage {
   readonly copies: CopySlot[];
   /** Until the commit: when the M entry is on disk. */
   prepared?: Promise<void>;
+  /** While a compaction's rewrite is on its way to disk: the segment it goes to. */
+  moving?: Segment;
 }
 
 /** Per segment: what keeps it on disk. */
@@ -97,6 +103,8 @@ export class LogSpool implements Spool {
   #bodyBytes = 0;
   #maintaining: Promise<void> | undefined;
   #maintainAgain = false;
+  #checkingRequests: Promise<void> | undefined;
+  #closed = false;
   readonly #segmentBytes: number | undefined;
 
   /** `segmentBytes`: when the head segment is sealed (tests use small ones to exercise compaction). */
@@ -123,7 +131,15 @@ export class LogSpool implements Spool {
       await mkdir(this.#tmp, { mode: 0o700 });
     }
     const seqs = (await readdir(this.#logDir)).map(segmentSeq).filter((s): s is number => s !== undefined).sort((a, b) => a - b);
-    for (const seq of seqs) await this.#replay(seq);
+    for (const seq of seqs) {
+      try {
+        await this.#replay(seq);
+      } catch (err) {
+        // Deleted by the running router while this reader listed them: nothing left to deliver.
+        if (options.owner || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        this.#segments.delete(seq);
+      }
+    }
     for (const [id, message] of this.#messages) {
       if (!message.committed || message.copies.every((c) => c === 'done')) this.#messages.delete(id);
       else this.#queue(id, message);
@@ -135,10 +151,10 @@ export class LogSpool implements Spool {
     for (const name of await readdir(this.#bodiesDir)) {
       if (!this.#messages.has(name.replace(/\.eml$/, ''))) await unlinkQuiet(join(this.#bodiesDir, name));
     }
-    await this.#checkRequests();
+    await this.#requests();
     this.#watcher = setInterval(() => {
       this.#sealIdle();
-      void this.#checkRequests();
+      void this.#requests();
     }, 1000);
     this.#watcher.unref();
     await this.#maintain();
@@ -146,7 +162,8 @@ export class LogSpool implements Spool {
 
   async #replay(seq: number): Promise<void> {
     const path = join(this.#logDir, segmentName(seq));
-    const segment: Segment = { seq, path, size: (await stat(path)).size, retired: true, queued: 0 };
+    const size = (await stat(path)).size;
+    const segment: Segment = { seq, path, size, retired: true, queued: 0, written: size };
     const use = this.#use(segment);
     for await (const entry of readSegment(path)) {
       if (entry.type === 'M') {
@@ -207,7 +224,8 @@ export class LogSpool implements Spool {
   #append(type: 'C' | 'S' | 'D' | 'X', message: StoredMessage, change: object): Promise<void> {
     const writer = this.#requireWriter();
     const { segment, durable } = writer.append(type, [Buffer.from(JSON.stringify({ id: message.record.id, ...change }))]);
-    if (message.segment !== segment) this.#use(segment).refs.add(message.segment.seq);
+    // Both places the message may be found at the next start-up must outlive this entry.
+    for (const home of [message.segment, message.moving]) if (home && home !== segment) this.#use(segment).refs.add(home.seq);
     return durable;
   }
 
@@ -230,7 +248,10 @@ export class LogSpool implements Spool {
       move();
       return { durable, written };
     }
-    const moved = durable.then(() => {
+    message.moving = segment;
+    const moved = durable.finally(() => {
+      if (message.moving === segment) message.moving = undefined;
+    }).then(() => {
       const id = message.record.id;
       if (this.#messages.get(id) !== message) return; // finished or removed meanwhile
       this.#release(id, message);
@@ -402,7 +423,7 @@ export class LogSpool implements Spool {
         throw err;
       }
     }
-    const tmp = `${path}.${process.pid}.tmp`;
+    const tmp = `${path}.${process.pid}.${++deadBodyTmp}.tmp`; // two copies may die at once
     await pipeline(this.openBody(id), createWriteStream(tmp, { mode: 0o600, flush: true }));
     await rename(tmp, path);
   }
@@ -433,24 +454,40 @@ export class LogSpool implements Spool {
     return count;
   }
 
-  /** Acts on request files written by `gosmtp-dup queue` in another process. */
+  /** Acts on request files written by `gosmtp-dup queue` in another process, one check at a time. */
+  #requests(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#checkingRequests ??= this.#checkRequests()
+      .catch((err: Error) => this.#log.error({ err: err.message }, 'cannot read queue requests'))
+      .finally(() => {
+        this.#checkingRequests = undefined;
+      });
+    return this.#checkingRequests;
+  }
+
   async #checkRequests(): Promise<void> {
-    let names: string[];
-    try {
-      names = await readdir(this.#dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
+    for (const name of await readdir(this.#dir)) {
+      if (this.#closed) return;
       if (name === RETRY_FILE) {
-        const request = await readFile(join(this.#dir, name), 'utf8').catch(() => '*');
-        await unlinkQuiet(join(this.#dir, name));
+        // Taken under a name of its own first: a request written meanwhile is a new file.
+        const taken = join(this.#dir, `${RETRY_FILE}.${process.pid}.taken`);
+        await rename(join(this.#dir, name), taken);
+        const request = await readFile(taken, 'utf8');
+        await unlinkQuiet(taken);
         const id = request.trim();
         this.#markDue(id === '*' || id === '' ? undefined : id);
         this.#emitDue();
-      } else if (name.startsWith(DELETE_PREFIX) && !name.endsWith('.tmp')) {
+      } else if (name.startsWith(DELETE_PREFIX) && ID_RE.test(name.slice(DELETE_PREFIX.length))) {
         const id = name.slice(DELETE_PREFIX.length);
-        if (ID_RE.test(id)) await this.remove(id).catch((err: Error) => this.#log.error({ id, err: err.message }, 'cannot delete message'));
+        let result: string;
+        try {
+          result = (await this.remove(id)) ? DELETED : NOT_QUEUED;
+        } catch (err) {
+          result = `failed: ${(err as Error).message}`;
+          this.#log.error({ id, err: (err as Error).message }, 'cannot delete message');
+        }
+        // The answer for `gosmtp-dup queue delete`, which waits for it.
+        await writeFileDurable(join(this.#dir, `${name}${RESULT_SUFFIX}`), result, false);
         await unlinkQuiet(join(this.#dir, name));
       }
     }
@@ -466,17 +503,29 @@ export class LogSpool implements Spool {
     if (!this.#writer) {
       if (!message) return false;
       const request = join(this.#dir, `${DELETE_PREFIX}${id}`);
+      const result = `${request}${RESULT_SUFFIX}`;
+      await unlinkQuiet(result);
       await writeFileDurable(request, `${id}\n`, false);
-      for (const started = Date.now(); await exists(request); ) {
+      for (const started = Date.now(); !(await exists(result)); ) {
         if (Date.now() - started > REQUEST_WAIT_MS) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router did not act on the request within ${REQUEST_WAIT_MS / 1000} s`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
+      const answer = (await readFile(result, 'utf8')).trim();
+      await unlinkQuiet(result);
+      if (answer !== DELETED && answer !== NOT_QUEUED) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router could not delete ${id}: ${answer}`);
       this.#forget(id, message);
-      return true;
+      return answer === DELETED;
     }
     if (!message) return false;
+    // Forgotten at once, in the tick the entry is queued, so that no later entry revives it.
     this.#forget(id, message);
-    await this.#append('X', message, {});
+    try {
+      await this.#append('X', message, {});
+    } catch (err) {
+      this.#messages.set(id, message); // not deleted: it stays queued, as on disk
+      this.#queue(id, message);
+      throw err;
+    }
     if (message.body === 'file') await unlinkQuiet(join(this.#bodiesDir, `${id}.eml`));
     this.#log.info({ id }, 'message removed from the queue; its copies are dropped');
     this.#maintain();
@@ -522,7 +571,7 @@ export class LogSpool implements Spool {
 
   /** Compacts and deletes segments; runs one at a time, again if asked meanwhile. */
   #maintain(): Promise<void> {
-    if (!this.#writer) return Promise.resolve();
+    if (!this.#writer || this.#closed) return Promise.resolve();
     if (this.#maintaining) {
       this.#maintainAgain = true;
       return this.#maintaining;
@@ -544,9 +593,18 @@ export class LogSpool implements Spool {
   /** Sealed segments at most half live: their live messages are rewritten at the head. */
   async #compact(): Promise<void> {
     const head = this.#writer!.active.seq;
+    // Finished segments kept only because their entries speak about a segment's messages.
+    const pinned = new Map<number, number>();
+    for (const other of this.#segments.values()) {
+      if (other.live.size > 0 || other.segment.seq >= head) continue;
+      for (const seq of other.refs) pinned.set(seq, (pinned.get(seq) ?? 0) + other.segment.size);
+    }
     for (const use of [...this.#segments.values()]) {
       const { segment } = use;
-      if (segment.seq >= head || use.live.size === 0 || use.liveBytes * 2 > segment.size) continue;
+      if (segment.seq >= head || use.live.size === 0) continue;
+      // Rewritten when at most half of it is live, or when rewriting it frees more than it
+      // costs: a slow copy must not keep finished segments on disk, one after another.
+      if (use.liveBytes * 2 > segment.size && use.liveBytes > (pinned.get(segment.seq) ?? 0)) continue;
       const ids = [...use.live];
       if (ids.some((id) => !this.#messages.get(id)?.committed)) continue; // a commit in progress: later
       const writes: Promise<void>[] = [];
@@ -599,6 +657,8 @@ export class LogSpool implements Spool {
     if (!legacy) return;
     const writes: Promise<void>[] = [];
     for (const { record, copies, body } of legacy.messages) {
+      const replayed = this.#messages.get(record.id); // an import interrupted before: replaced
+      if (replayed) this.#forget(record.id, replayed);
       const message: StoredMessage = { record, segment: this.#writer!.active, bytes: 0, body: 'file', committed: true, copies };
       writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body, true).durable);
       this.#messages.set(record.id, message);
@@ -611,7 +671,9 @@ export class LogSpool implements Spool {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     if (this.#watcher) clearInterval(this.#watcher);
+    await this.#checkingRequests;
     await this.#maintaining;
     await this.#writer?.close();
     await this.#bodiesSync.close();
@@ -624,6 +686,8 @@ class LogSpoolWriter implements SpoolWriter {
   #inMemory: Buffer | undefined;
   #commitTried = false;
   #finished = false;
+  /** The prepare in progress: an abort waits for it, or the message would be registered after. */
+  #preparing: Promise<void> | undefined;
 
   constructor(
     private readonly spool: LogSpool,
@@ -633,13 +697,20 @@ class LogSpoolWriter implements SpoolWriter {
     this.body = new SpoolBody(bodyPath, MEMORY_BODY_BYTES);
   }
 
-  async prepare(record: SpoolRecord): Promise<void> {
+  prepare(record: SpoolRecord): Promise<void> {
+    this.#preparing = this.#prepare(record);
+    return this.#preparing;
+  }
+
+  async #prepare(record: SpoolRecord): Promise<void> {
     try {
       await new Promise<void>((resolve, reject) => {
         if (this.body.writableFinished) return resolve();
-        if (this.body.errored) return reject(this.body.errored);
+        if (this.body.errored || this.body.destroyed) return reject(this.body.errored ?? new Error('message body abandoned'));
         this.body.once('error', reject);
         this.body.once('finish', resolve);
+        // Destroyed by an abort while it was still being written: never finishes.
+        this.body.once('close', () => reject(new Error('message body abandoned')));
         this.body.end();
       });
       this.#inMemory = this.body.inMemory;
@@ -665,10 +736,13 @@ class LogSpoolWriter implements SpoolWriter {
     if (this.#finished) return;
     this.#finished = true;
     this.body.destroy();
+    await this.#preparing?.catch(() => undefined);
     await unlinkQuiet(this.bodyPath).catch(() => undefined);
     await this.spool._abort(this.id, this.#commitTried);
   }
 }
+
+let deadBodyTmp = 0;
 
 async function exists(path: string): Promise<boolean> {
   try {

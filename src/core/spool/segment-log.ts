@@ -27,6 +27,8 @@ export interface Segment {
   retired: boolean;
   /** Entries queued for it and not yet written. */
   queued: number;
+  /** Bytes written to the file so far (a failed batch is cut back to this). */
+  written: number;
 }
 
 export interface LogEntry {
@@ -81,6 +83,7 @@ export class SegmentLog {
   readonly #dirSync: DirSync;
   #active: Segment;
   #queue: Pending[] = [];
+  #closed = false;
   /** The running write loop, if any. */
   #flushing: Promise<void> | undefined;
   #file: { segment: Segment; handle: FileHandle } | undefined;
@@ -101,7 +104,7 @@ export class SegmentLog {
   }
 
   #segment(seq: number): Segment {
-    return { seq, path: join(this.#dir, segmentName(seq)), size: 0, retired: false, queued: 0 };
+    return { seq, path: join(this.#dir, segmentName(seq)), size: 0, retired: false, queued: 0, written: 0 };
   }
 
   /**
@@ -109,6 +112,7 @@ export class SegmentLog {
    * reach the disk in that order; `durable` says when they are there.
    */
   append(type: string, parts: readonly Buffer[]): Appended {
+    if (this.#closed) throw new Error('the spool log is closed');
     let length = 0;
     for (const part of parts) length += part.length;
     if (this.#active.retired || (this.#active.size > 0 && this.#active.size + length > this.#segmentBytes)) this.seal();
@@ -164,10 +168,17 @@ export class SegmentLog {
         if (bytesWritten !== expected) throw new Error(`short write to ${segment.path}: ${bytesWritten} of ${expected} bytes`);
         for (const p of batch) p.written();
         await handle.datasync();
+        segment.written += expected;
         for (const p of batch) p.resolve();
       } catch (err) {
-        // Whatever part of the batch reached the file may be torn: nothing more goes after it.
+        // Whatever part of the batch reached the file is cut off again, so that a restart does
+        // not find entries whose callers heard they failed (a commit the client got 451 for).
+        // Nothing more goes into this segment either way.
         segment.retired = true;
+        if (this.#file?.segment === segment) {
+          const handle = this.#file.handle;
+          await handle.truncate(segment.written).then(() => handle.datasync()).catch(() => undefined);
+        }
         for (const p of [...batch, ...this.#queue.filter((q) => q.segment === segment)]) p.reject(err as Error);
         this.#queue = this.#queue.filter((q) => q.segment !== segment);
         await this.#closeFile();
@@ -198,6 +209,7 @@ export class SegmentLog {
 
   /** Waits for queued entries, then closes the segment file. */
   async close(): Promise<void> {
+    this.#closed = true;
     while (this.#flushing) await this.#flushing;
     await this.#closeFile();
     await this.#dirSync.close();
