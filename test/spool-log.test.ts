@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFile, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -14,7 +15,7 @@ import { silentLogger } from '../src/core/logger.ts';
 import type { EnvelopeAddress } from '../src/core/envelope.ts';
 import { ErrorCodes } from '../src/core/errors.ts';
 import { LogSpool } from '../src/core/spool/log-spool.ts';
-import { readSegment, segmentSeq, type LogEntry } from '../src/core/spool/segment-log.ts';
+import { readSegment, segmentName, segmentSeq, type LogEntry } from '../src/core/spool/segment-log.ts';
 import type { CopyJob, SpoolRecord } from '../src/core/spool/types.ts';
 import { capturingLogger, eventually, spoolFiles, tempDir } from './helpers/fixtures.ts';
 
@@ -658,5 +659,313 @@ describe('spool log: removal and readers', () => {
     for (const id of ['short', '../../etc/passwd', 'has space1', 'x'.repeat(41)]) {
       assert.throws(() => spool.begin(id), (err: Error & { code?: string }) => err.code === ErrorCodes.SPOOL_FAILED, id);
     }
+  });
+});
+
+/** `type id[.index]` of a log entry, to compare layouts. */
+function entryLabel(entry: LogEntry): string {
+  const json = entry.type === 'M' ? entry.payload.toString('utf8', 4, 4 + entry.payload.readUInt32BE(0)) : entry.payload.toString('utf8');
+  const parsed = JSON.parse(json) as { id?: string; record?: { id: string }; index?: number };
+  return `${entry.type} ${parsed.record?.id ?? parsed.id}${parsed.index === undefined ? '' : `.${parsed.index}`}`;
+}
+
+/** What `promise` settled to within `ms`, or 'still pending'. */
+async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<PromiseSettledResult<T> | 'still pending'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'still pending'>((resolve) => {
+    timer = setTimeout(() => resolve('still pending'), ms);
+  });
+  try {
+    return await Promise.race([Promise.allSettled([promise]).then(([result]) => result!), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `node:fs/promises` as the spool's modules import it; patched only to time a race, and restored. */
+const fsPromises = createRequire(import.meta.url)('node:fs/promises') as { rename: (from: string, to: string) => Promise<void> };
+
+/**
+ * Runs `then` once, right after the first rename whose source `matches` completes and before its
+ * caller resumes. The real rename is back at once after that, and at the latest when the test ends.
+ */
+function afterRename(t: TestContext, matches: (from: string) => boolean, then: () => void): void {
+  const real = fsPromises.rename;
+  let patched = true;
+  const restore = () => {
+    if (!patched) return;
+    patched = false;
+    fsPromises.rename = real;
+    syncBuiltinESMExports();
+  };
+  fsPromises.rename = async (from, to) => {
+    await real(from, to);
+    if (patched && matches(String(from))) {
+      restore();
+      then();
+    }
+  };
+  syncBuiltinESMExports();
+  t.after(restore);
+}
+
+/** One message stored and delivered at once, as a backup that is up gets it. */
+async function deliveredAtOnce(spool: LogSpool, id: string, bytes = 2000): Promise<void> {
+  await store(spool, id, makeBody(bytes));
+  await spool.settle(job(spool, id), {});
+}
+
+describe('spool log: entries written while compaction moves their message', () => {
+  const SEGMENT = 20_000;
+
+  /**
+   * Segment 1: A (two copies), B and a filler F; segment 2: G, nearly full. F delivered: segment 1
+   * is compacted, A rewritten at the end of segment 2 and B at the start of segment 3. `meanwhile`
+   * runs while those rewrites are still on their way to disk, so its entry about A lands in
+   * segment 3, after B's rewrite. Then B is delivered (segment 1 goes), and a large H seals
+   * segment 3, so that maintenance judges it while segment 2, A's new place, stays.
+   */
+  async function entryAboutAWhileItMoves(t: TestContext, meanwhile: (spool: LogSpool) => Promise<unknown>, label: string): Promise<{ dir: string; bodyA: Buffer }> {
+    const dir = await tempDir(t);
+    const spool = await openSpool(t, dir, { owner: true, segmentBytes: SEGMENT });
+    const bodyA = makeBody(2000);
+    await store(spool, 'AAAAAA01', bodyA, [['a0@example.net'], ['a1@example.net']]);
+    await store(spool, 'BBBBBB01', makeBody(2000));
+    await store(spool, 'FFFFFF01', makeBody(12_000));
+    await store(spool, 'GGGGGG01', makeBody(15_000));
+    assert.deepEqual(await segmentFiles(dir), [segmentName(1), segmentName(2)]);
+    await spool.settle(job(spool, 'FFFFFF01'), {}); // queues the rewrites of A and B
+    await meanwhile(spool); // called in the same turn: the rewrites are not on disk yet
+
+    // The layout this test is about: A's rewrite in segment 2, the entry about A in segment 3.
+    assert.equal((await entriesOf(join(dir, 'log', segmentName(2)))).map(entryLabel).at(-1), 'M AAAAAA01', 'A was rewritten into segment 2');
+    assert.deepEqual((await entriesOf(join(dir, 'log', segmentName(3)))).map(entryLabel), ['M BBBBBB01', label], 'the entry about A follows B in segment 3');
+
+    await spool.settle(job(spool, 'BBBBBB01'), {});
+    await store(spool, 'HHHHHH01', makeBody(18_000)); // does not fit in segment 3: seals it
+    await spool.close(); // waits for the maintenance the seal started
+    assert.ok(!(await segmentFiles(dir)).includes(segmentName(1)), 'the compacted segment 1 was deleted');
+    return { dir, bodyA };
+  }
+
+  test('a copy delivered while compaction rewrites its message stays delivered after a restart', async (t) => {
+    const { dir, bodyA } = await entryAboutAWhileItMoves(t, (spool) => spool.settle(job(spool, 'AAAAAA01', 0), {}), 'D AAAAAA01.0');
+    const again = await openSpool(t, dir, { owner: true, segmentBytes: SEGMENT });
+    assert.deepEqual(pendingKeys(again), ['AAAAAA01.1', 'GGGGGG01.0', 'HHHHHH01.0'], 'A.0 is not sent twice');
+    assert.ok((await readBody(again, 'AAAAAA01')).equals(bodyA));
+    await again.close();
+    const third = await openSpool(t, dir, { owner: true, segmentBytes: SEGMENT });
+    assert.deepEqual(pendingKeys(third), ['AAAAAA01.1', 'GGGGGG01.0', 'HHHHHH01.0']);
+  });
+
+  test('a message removed while compaction rewrites it stays removed after a restart', async (t) => {
+    const { dir } = await entryAboutAWhileItMoves(
+      t,
+      async (spool) => assert.equal(await spool.remove('AAAAAA01'), true),
+      'X AAAAAA01',
+    );
+    const again = await openSpool(t, dir, { owner: true, segmentBytes: SEGMENT });
+    assert.deepEqual(pendingKeys(again), ['GGGGGG01.0', 'HHHHHH01.0'], 'the removed message does not come back');
+    await assert.rejects(readBody(again, 'AAAAAA01'), /no longer queued/);
+  });
+});
+
+describe('spool log: an abort during prepare', () => {
+  test('an abort while prepare moves a large body into place leaves no message, segment or body behind', async (t) => {
+    const dir = await tempDir(t);
+    const spool = await openSpool(t, dir, { owner: true, segmentBytes: 16 * KiB });
+    const writer = spool.begin('LEAKED01');
+    writer.body.write(makeBody(INLINE_MAX + 70 * KiB)); // spills to tmp/LEAKED01.eml
+    // The primary fails just as prepare has renamed the body into bodies/ (transaction.ts aborts then).
+    let aborted: Promise<void> | undefined;
+    afterRename(t, (from) => from === join(dir, 'tmp', 'LEAKED01.eml'), () => {
+      aborted = writer.abort();
+    });
+    await writer.prepare(makeRecord('LEAKED01', [['a@example.net']], INLINE_MAX + 70 * KiB)).catch(() => undefined); // either outcome is fine
+    assert.ok(aborted, 'the abort came while prepare was running');
+    assert.equal((await settledWithin(aborted, 5000)) === 'still pending', false, 'the abort finishes');
+    await assert.rejects(readBody(spool, 'LEAKED01'), /no longer queued/, 'the aborted message is not held');
+
+    // Normal traffic, five transactions at a time, every message delivered at once.
+    for (let round = 0; round < 8; round++) await Promise.all([0, 1, 2, 3, 4].map((k) => deliveredAtOnce(spool, `ABRT${String(round * 5 + k).padStart(4, '0')}`)));
+    assert.deepEqual(spool.pending(), []);
+    await eventually(async () => (await spoolFiles(dir)).length === 0, 8000, 'no segment, body or arriving body left');
+    await spool.close();
+    const again = await openSpool(t, dir, { owner: true, segmentBytes: 16 * KiB });
+    assert.deepEqual(again.pending(), []);
+    assert.deepEqual(await spoolFiles(dir), []);
+  });
+
+  test('prepare settles when an abort destroys the body it is waiting for', async (t) => {
+    const dir = await tempDir(t);
+    const spool = await openSpool(t, dir, { owner: true });
+    const cases = [
+      { id: 'HANGING1', bytes: INLINE_MAX + 70 * KiB, abortFirst: false }, // its file still being written
+      { id: 'HANGING2', bytes: 500, abortFirst: false },
+      { id: 'HANGING3', bytes: INLINE_MAX + 70 * KiB, abortFirst: true }, // prepare after the abort finished
+    ];
+    for (const { id, bytes, abortFirst } of cases) {
+      const writer = spool.begin(id);
+      writer.body.write(makeBody(bytes));
+      // A large body has spilled to its file first (an abort before that file is even open is another matter).
+      if (bytes > INLINE_MAX) await eventually(async () => (await readdir(join(dir, 'tmp'))).includes(`${id}.eml`), 5000, `${id} spilled to tmp/`);
+      const record = makeRecord(id, [['a@example.net']], bytes);
+      let aborted: Promise<void> | undefined;
+      if (abortFirst) {
+        aborted = writer.abort();
+        assert.notEqual(await settledWithin(aborted, 3000), 'still pending', `${id}: abort finished`);
+      }
+      const prepared = writer.prepare(record);
+      aborted ??= writer.abort();
+      const outcome = await settledWithin(prepared, 3000);
+      assert.notEqual(outcome, 'still pending', `${id}: prepare settled`);
+      if (outcome !== 'still pending' && outcome.status === 'rejected') assert.equal((outcome.reason as { code?: string }).code, ErrorCodes.SPOOL_FAILED);
+      if (abortFirst) assert.equal(outcome !== 'still pending' && outcome.status, 'rejected', `${id}: no prepare after an abort`);
+      assert.notEqual(await settledWithin(aborted, 3000), 'still pending', `${id}: abort finished`);
+      await assert.rejects(readBody(spool, id), /no longer queued/);
+    }
+    assert.deepEqual(spool.pending(), []);
+    await eventually(async () => (await spoolFiles(dir)).length === 0, 8000, 'nothing left of the aborted messages');
+  });
+});
+
+describe('spool log: segments kept by a slow copy', () => {
+  test('one long-pending copy leaves only a few segment files on disk, not one per retry', async (t) => {
+    const dir = await tempDir(t);
+    const segmentBytes = 16 * KiB;
+    const first = await openSpool(t, dir, { owner: true, segmentBytes });
+    const stuckBody = makeBody(6000);
+    await store(first, 'STUCK001', stuckBody); // its backup is down
+    await first.close();
+    // After a restart the segment holding it is small and almost entirely live.
+    const spool = await openSpool(t, dir, { owner: true, segmentBytes });
+    let retries = 0;
+    for (let round = 0; round < 60; round++) {
+      await Promise.all([0, 1, 2, 3, 4].map((k) => deliveredAtOnce(spool, `MANY${String(round * 5 + k).padStart(4, '0')}`)));
+      if (round % 2 === 0) {
+        retries++;
+        await spool.settle(job(spool, 'STUCK001'), { retry: { recipients: [rcpt('a@example.net')], error: '421 down', nextAttemptAt: 1_900_000_000_000 } });
+      }
+    }
+    assert.deepEqual(pendingKeys(spool), ['STUCK001.0']);
+    await eventually(async () => (await segmentFiles(dir)).length <= 2, 8000, 'at most two segments left');
+    assert.ok((await readBody(spool, 'STUCK001')).equals(stuckBody));
+    await spool.close();
+
+    const again = await openSpool(t, dir, { owner: true, segmentBytes });
+    assert.deepEqual(pendingKeys(again), ['STUCK001.0']);
+    assert.equal(job(again, 'STUCK001').state.attempts, retries);
+    assert.ok((await readBody(again, 'STUCK001')).equals(stuckBody));
+  });
+});
+
+describe('spool log: requests and readers beside a running owner', () => {
+  test('read-only opens while the owner deletes segments never fail', async (t) => {
+    const dir = await tempDir(t);
+    const owner = await openSpool(t, dir, { owner: true, segmentBytes: 8 * KiB });
+    let stop = false;
+    let delivered = 0;
+    const traffic = (async () => {
+      while (!stop) await deliveredAtOnce(owner, `RDRS${String(delivered++).padStart(6, '0')}`, 3000);
+    })();
+    const failures: string[] = [];
+    for (let n = 0; n < 100; n++) {
+      const reader = new LogSpool(dir, silentLogger());
+      try {
+        await reader.open();
+      } catch (err) {
+        failures.push((err as Error).message);
+      } finally {
+        await reader.close();
+      }
+    }
+    stop = true;
+    await traffic;
+    assert.deepEqual(failures, []);
+    assert.ok(delivered >= 20, `the owner kept writing and deleting segments meanwhile (${delivered} messages)`);
+  });
+
+  test('a directory named like a delete request does not crash the owner', async (t) => {
+    const dir = await tempDir(t);
+    const captured = capturingLogger();
+    const owner = new LogSpool(dir, captured.logger);
+    await owner.open({ owner: true });
+    t.after(() => owner.close().catch(() => undefined));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    t.after(() => process.off('unhandledRejection', onUnhandled));
+
+    await mkdir(join(dir, 'delete-ABCDEF12')); // an admin's mistake, or a request that cannot be unlinked
+    // The owner checks for requests every second: two checks that met the directory.
+    const failedChecks = () => captured.lines.filter((l) => l.msg === 'cannot serve queue request').length;
+    await eventually(() => failedChecks() >= 2, 5000, 'two request checks over the directory');
+    assert.deepEqual(unhandled, []);
+    // It does not hold up the requests listed after it.
+    await store(owner, 'DELAFTER', makeBody(500));
+    await writeFile(join(dir, 'delete-DELAFTER'), 'DELAFTER\n');
+    await eventually(async () => (await readFile(join(dir, 'delete-DELAFTER.result'), 'utf8').catch(() => '')) === 'deleted', 5000, 'the later request served');
+    assert.deepEqual(owner.pending(), []);
+
+    // Still a working spool.
+    const body = makeBody(1000);
+    await store(owner, 'AFTERDIR', body);
+    assert.deepEqual(pendingKeys(owner), ['AFTERDIR.0']);
+    assert.ok((await readBody(owner, 'AFTERDIR')).equals(body));
+    await owner.settle(job(owner, 'AFTERDIR'), {});
+    assert.deepEqual(owner.pending(), []);
+    assert.equal((await settledWithin(owner.close(), 5000)) === 'still pending', false, 'close finishes');
+    assert.deepEqual(unhandled, []);
+  });
+
+  test('remove by a process that is not the owner is done by the owner, and reports whether it was queued', async (t) => {
+    const dir = await tempDir(t);
+    const owner = await openSpool(t, dir, { owner: true });
+    const keep = makeBody(800);
+    await store(owner, 'RMVREQ01', keep);
+    await store(owner, 'RMVREQ02', makeBody(900));
+    await store(owner, 'RMVREQ03', makeBody(INLINE_MAX + 10));
+    const reader = await openSpool(t, dir);
+    assert.deepEqual(pendingKeys(reader), ['RMVREQ01.0', 'RMVREQ02.0', 'RMVREQ03.0']);
+
+    assert.equal(await reader.remove('RMVREQ02'), true);
+    assert.deepEqual(pendingKeys(owner), ['RMVREQ01.0', 'RMVREQ03.0'], 'the owner dropped it');
+    await assert.rejects(readBody(owner, 'RMVREQ02'), /no longer queued/);
+
+    // Removed by the owner itself first: the reader still lists it, the owner no longer has it.
+    assert.equal(await owner.remove('RMVREQ03'), true);
+    assert.ok(pendingKeys(reader).includes('RMVREQ03.0'));
+    assert.equal(await reader.remove('RMVREQ03'), false, 'not queued any more');
+    assert.deepEqual(pendingKeys(owner), ['RMVREQ01.0']);
+    assert.deepEqual((await readdir(dir)).filter((name) => name.startsWith('delete-')), [], 'no request or answer file left');
+
+    await owner.close();
+    const again = await openSpool(t, dir, { owner: true });
+    assert.deepEqual(pendingKeys(again), ['RMVREQ01.0']);
+    assert.ok((await readBody(again, 'RMVREQ01')).equals(keep));
+  });
+});
+
+describe('spool log: dead letters', () => {
+  test('two copies of one message dead-lettered at the same moment both settle, with both letters and the body', async (t) => {
+    const dir = await tempDir(t);
+    const first = await openSpool(t, dir, { owner: true });
+    const body = makeBody(100_000);
+    await store(first, 'DEADMSG1', body, [['r0@example.net'], ['r1@example.net']]);
+    await first.close();
+    // After a restart the body is not cached: each dead letter streams it from the segment.
+    const spool = await openSpool(t, dir, { owner: true });
+    const results = await Promise.allSettled(
+      [0, 1].map((index) => spool.settle(job(spool, 'DEADMSG1', index), { dead: { recipients: [rcpt(`r${index}@example.net`)], reason: '550 5.1.1 no such user' } })),
+    );
+    assert.deepEqual(results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.status)), ['fulfilled', 'fulfilled']);
+    assert.deepEqual(spool.pending(), []);
+    assert.deepEqual((await readdir(join(dir, 'dead'))).sort(), ['DEADMSG1.0.json', 'DEADMSG1.1.json', 'DEADMSG1.eml']);
+    assert.ok((await readFile(join(dir, 'dead', 'DEADMSG1.eml'))).equals(body), 'the dead body is whole');
+    const letters = await spool.deadLetters();
+    assert.deepEqual(letters.map((l) => l.recipients.map((r) => r.address)).sort(), [['r0@example.net'], ['r1@example.net']]);
+    await spool.close();
+    const again = await openSpool(t, dir, { owner: true });
+    assert.deepEqual(again.pending(), []);
   });
 });

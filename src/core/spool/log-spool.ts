@@ -468,29 +468,45 @@ export class LogSpool implements Spool {
   async #checkRequests(): Promise<void> {
     for (const name of await readdir(this.#dir)) {
       if (this.#closed) return;
-      if (name === RETRY_FILE) {
-        // Taken under a name of its own first: a request written meanwhile is a new file.
-        const taken = join(this.#dir, `${RETRY_FILE}.${process.pid}.taken`);
-        await rename(join(this.#dir, name), taken);
-        const request = await readFile(taken, 'utf8');
-        await unlinkQuiet(taken);
-        const id = request.trim();
-        this.#markDue(id === '*' || id === '' ? undefined : id);
-        this.#emitDue();
-      } else if (name.startsWith(DELETE_PREFIX) && ID_RE.test(name.slice(DELETE_PREFIX.length))) {
-        const id = name.slice(DELETE_PREFIX.length);
-        let result: string;
-        try {
-          result = (await this.remove(id)) ? DELETED : NOT_QUEUED;
-        } catch (err) {
-          result = `failed: ${(err as Error).message}`;
-          this.#log.error({ id, err: (err as Error).message }, 'cannot delete message');
-        }
-        // The answer for `gosmtp-dup queue delete`, which waits for it.
-        await writeFileDurable(join(this.#dir, `${name}${RESULT_SUFFIX}`), result, false);
-        await unlinkQuiet(join(this.#dir, name));
+      // Each request on its own: one that cannot be served (a folder by that name, say) must
+      // not hold up the others.
+      try {
+        if (name === RETRY_FILE) await this.#retryRequest();
+        else if (name.startsWith(DELETE_PREFIX) && ID_RE.test(name.slice(DELETE_PREFIX.length))) await this.#deleteRequest(name);
+      } catch (err) {
+        this.#log.error({ request: name, err: (err as Error).message }, 'cannot serve queue request');
       }
     }
+  }
+
+  async #retryRequest(): Promise<void> {
+    // Taken under a name of its own first: a request written meanwhile is a new file.
+    const taken = join(this.#dir, `${RETRY_FILE}.${process.pid}.taken`);
+    await rm(taken, { recursive: true, force: true });
+    await rename(join(this.#dir, RETRY_FILE), taken);
+    try {
+      const id = (await readFile(taken, 'utf8')).trim();
+      this.#markDue(id === '*' || id === '' ? undefined : id);
+      this.#emitDue();
+    } finally {
+      await rm(taken, { recursive: true, force: true });
+    }
+  }
+
+  async #deleteRequest(name: string): Promise<void> {
+    const request = join(this.#dir, name);
+    if (!(await stat(request)).isFile()) throw new Error('not a file');
+    const id = name.slice(DELETE_PREFIX.length);
+    let result: string;
+    try {
+      result = (await this.remove(id)) ? DELETED : NOT_QUEUED;
+    } catch (err) {
+      result = `failed: ${(err as Error).message}`;
+      this.#log.error({ id, err: (err as Error).message }, 'cannot delete message');
+    }
+    // The answer for `gosmtp-dup queue delete`, which waits for it.
+    await writeFileDurable(`${request}${RESULT_SUFFIX}`, result, false);
+    await unlinkQuiet(request);
   }
 
   /**
@@ -737,6 +753,8 @@ class LogSpoolWriter implements SpoolWriter {
     this.#finished = true;
     this.body.destroy();
     await this.#preparing?.catch(() => undefined);
+    // A body file still being opened is closed first, or it would appear after the unlink.
+    if (!this.body.closed) await new Promise((resolve) => this.body.once('close', resolve));
     await unlinkQuiet(this.bodyPath).catch(() => undefined);
     await this.spool._abort(this.id, this.#commitTried);
   }

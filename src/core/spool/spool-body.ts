@@ -52,7 +52,10 @@ export class SpoolBody extends Writable {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    this.#file?.destroy();
-    done(err);
+    const file = this.#file;
+    if (!file || file.closed) return done(err);
+    // 'close' only once the file is closed: an abort then unlinks a file that exists.
+    file.once('close', () => done(err));
+    file.destroy();
   }
 }
