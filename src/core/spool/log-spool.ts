@@ -272,7 +272,7 @@ export class LogSpool implements Spool {
     return new LogSpoolWriter(this, id, join(this.#tmp, `${id}.eml`));
   }
 
-  /** The writer's prepare: the body (file, if any) and the M entry durable, not yet committed. */
+  /** The writer's prepare: a large body's file durable, the M entry written; not yet committed. */
   async _prepare(record: SpoolRecord, body: Buffer | undefined, spilled: string | undefined): Promise<void> {
     const id = record.id;
     if (spilled) {
