@@ -4,26 +4,10 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
-import { startChildRouter } from './helpers/child-router.ts';
-import { eventually, rawServer, sink, spoolFiles, tempDir } from './helpers/fixtures.ts';
-
-function routerConfig(dir: string, primary: string, backups: string[]) {
-  return {
-    smtp: { listen: '127.0.0.1:0' },
-    relay: { destination_primary: primary, destination_backups: backups, timeout_seconds: 2 },
-    queue: { dir: join(dir, 'spool'), retry_initial_seconds: 0.2, retry_max_seconds: 0.5 },
-    log: { level: 'info' },
-  };
-}
-
-/** A loopback port with nothing listening on it (yet). */
-async function freePort(t: TestContext): Promise<number> {
-  const placeholder = await rawServer(t, 'silent');
-  await placeholder.close();
-  return placeholder.port;
-}
+import { crashRouterConfig as routerConfig, startChildRouter, unusedPort as freePort } from './helpers/child-router.ts';
+import { eventually, sink, spoolFiles, tempDir } from './helpers/fixtures.ts';
 
 describe('crash safety (kill -9)', () => {
   test('every copy pending at the crash is delivered after restart, exactly once', async (t) => {

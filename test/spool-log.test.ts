@@ -84,6 +84,27 @@ async function entriesOf(path: string): Promise<LogEntry[]> {
   return entries;
 }
 
+/**
+ * `count` messages of 10 KiB (`<prefix><n>`, n from 1) written in one life of the spool, then
+ * the spool opened again as owner, as after a restart: no body is cached, all are read from disk.
+ */
+async function restartedWith(t: TestContext, prefix: string, count: number) {
+  const dir = await tempDir(t);
+  const first = await openSpool(t, dir, { owner: true });
+  const bodies = new Map<string, Buffer>();
+  for (let i = 1; i <= count; i++) {
+    const id = `${prefix}${i}`;
+    bodies.set(id, makeBody(10 * KiB));
+    await store(first, id, bodies.get(id)!);
+  }
+  await first.close();
+  const captured = capturingLogger();
+  const spool = new LogSpool(dir, captured.logger);
+  await spool.open({ owner: true });
+  t.after(() => spool.close().catch(() => undefined));
+  return { dir, bodies, captured, spool };
+}
+
 describe('spool log: restarts', () => {
   test('committed messages survive a restart with record, body (inline and file) and copy states', async (t) => {
     const dir = await tempDir(t);
@@ -396,21 +417,8 @@ describe('spool log: segments', () => {
   });
 
   test('compaction copes with a message finishing while it reads another one from disk', async (t) => {
-    const dir = await tempDir(t);
-    const first = await openSpool(t, dir, { owner: true });
-    const bodies = new Map<string, Buffer>();
-    for (let i = 1; i <= 6; i++) {
-      const id = `RACE000${i}`;
-      bodies.set(id, makeBody(10 * KiB));
-      await store(first, id, bodies.get(id)!);
-    }
-    await first.close();
-
     // After a restart no body is cached: compaction reads them back from the old segment.
-    const captured = capturingLogger();
-    const second = new LogSpool(dir, captured.logger);
-    await second.open({ owner: true });
-    t.after(() => second.close().catch(() => undefined));
+    const { dir, bodies, captured, spool: second } = await restartedWith(t, 'RACE000', 6);
     await second.settle(job(second, 'RACE0001'), {});
     await second.settle(job(second, 'RACE0002'), {});
     // Half of the segment finished: compaction starts, reading RACE0004's body from disk...
@@ -439,20 +447,7 @@ describe('spool log: bodies read while compaction moves them', () => {
    * delivered keep reading those bodies and other traffic keeps the log's writer busy.
    */
   async function compactionRound(t: TestContext): Promise<{ wrong: string[]; reads: number; compacted: boolean }> {
-    const dir = await tempDir(t);
-    const first = await openSpool(t, dir, { owner: true });
-    const bodies = new Map<string, Buffer>();
-    for (let i = 1; i <= 8; i++) {
-      const id = `MOVE000${i}`;
-      bodies.set(id, makeBody(10 * KiB));
-      await store(first, id, bodies.get(id)!);
-    }
-    await first.close();
-
-    const captured = capturingLogger();
-    const second = new LogSpool(dir, captured.logger);
-    await second.open({ owner: true });
-    t.after(() => second.close().catch(() => undefined));
+    const { bodies, captured, spool: second } = await restartedWith(t, 'MOVE000', 8);
     const done = () => captured.lines.some((l) => l.msg === 'spool segment compacted' || l.msg === 'spool maintenance failed');
     let traffic = 0;
     const busy = Promise.all(

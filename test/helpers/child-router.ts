@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { stringify } from 'yaml';
+import { rawServer } from './fixtures.ts';
 
 export const BIN = new URL('../../bin/gosmtp-dup.mjs', import.meta.url).pathname;
 
@@ -67,4 +68,21 @@ export async function startChildRouter(t: TestContext, dir: string, config: Reco
   const listening = await waitForLine((line) => line.msg === 'gosmtp-dup listening');
   const port = Number(String(listening.listen).split(':').pop());
   return { proc, port, lines, waitForLine, exited };
+}
+
+/** A router relaying to `primary` with spooled copies to `backups`, retrying fast: for crash tests. */
+export function crashRouterConfig(dir: string, primary: string, backups: string[]) {
+  return {
+    smtp: { listen: '127.0.0.1:0' },
+    relay: { destination_primary: primary, destination_backups: backups, timeout_seconds: 2 },
+    queue: { dir: join(dir, 'spool'), retry_initial_seconds: 0.2, retry_max_seconds: 0.5 },
+    log: { level: 'info' },
+  };
+}
+
+/** A loopback port with nothing listening on it (yet): a backup that is down until started there. */
+export async function unusedPort(t: TestContext): Promise<number> {
+  const placeholder = await rawServer(t, 'silent');
+  await placeholder.close();
+  return placeholder.port;
 }
