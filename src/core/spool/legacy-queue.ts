@@ -13,8 +13,11 @@ import type { CopySlot, CopyState, SpoolRecord } from './types.ts';
 export interface LegacyMessage {
   readonly record: SpoolRecord;
   readonly copies: CopySlot[];
-  /** The body, if small enough to go into the log; otherwise it was moved to the bodies folder. */
-  readonly body: Buffer | undefined;
+  /**
+   * A body small enough to go into the log: its file, read when it is imported (a large old queue
+   * is not loaded into memory at once). Otherwise the body was moved to the bodies folder.
+   */
+  readonly inlineBody: string | undefined;
 }
 
 export async function readLegacyQueue(
@@ -53,14 +56,14 @@ export async function readLegacyQueue(
     const legacyBody = join(dir, `${id}.eml`);
     const movedBody = join(bodiesDir, `${id}.eml`);
     const path = names.has(`${id}.eml`) ? legacyBody : movedBody;
-    let body: Buffer | undefined;
+    let inlineBody: string | undefined;
     try {
-      if ((await stat(path)).size <= inlineMax) body = await readFile(path);
+      if ((await stat(path)).size <= inlineMax) inlineBody = path;
       else if (path === legacyBody) await rename(legacyBody, movedBody);
     } catch {
       continue; // no body: an administrator removed it, nothing can be delivered
     }
-    messages.push({ record, copies, body });
+    messages.push({ record, copies, inlineBody });
   }
   return {
     messages,

@@ -671,16 +671,25 @@ export class LogSpool implements Spool {
   async #migrateLegacy(): Promise<void> {
     const legacy = await readLegacyQueue(join(this.#dir, 'queue'), this.#bodiesDir, MEMORY_BODY_BYTES);
     if (!legacy) return;
-    const writes: Promise<void>[] = [];
-    for (const { record, copies, body } of legacy.messages) {
+    await this.#bodiesSync.sync(); // large bodies moved into bodies/
+    let writes: Promise<void>[] = [];
+    let pendingBytes = 0;
+    for (const { record, copies, inlineBody } of legacy.messages) {
+      const body = inlineBody ? await readFile(inlineBody) : undefined;
       const replayed = this.#messages.get(record.id); // an import interrupted before: replaced
       if (replayed) this.#forget(record.id, replayed);
       const message: StoredMessage = { record, segment: this.#writer!.active, bytes: 0, body: 'file', committed: true, copies };
       writes.push(this.#appendMessage(message, { record, body: body ? 'inline' : 'file', committed: true, copies }, body, true).durable);
       this.#messages.set(record.id, message);
       this.#queue(record.id, message);
+      // On disk in batches: memory holds at most one batch of old bodies.
+      pendingBytes += body?.length ?? 0;
+      if (pendingBytes >= BODY_CACHE_BYTES) {
+        await Promise.all(writes);
+        writes = [];
+        pendingBytes = 0;
+      }
     }
-    await this.#bodiesSync.sync();
     await Promise.all(writes);
     await legacy.remove();
     this.#log.info({ messages: legacy.messages.length }, 'copies queued by an earlier version imported into the spool log');
