@@ -36,10 +36,9 @@ export class MaildirTransaction {
     return { tx: new MaildirTransaction(destination, sender), reply: ok('Sender OK') };
   }
 
-  async rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]> {
-    const verdicts: UpstreamReply[] = [];
-    for (const recipient of recipients) verdicts.push(await this.rcpt(recipient));
-    return verdicts;
+  /** Every recipient is taken (a Maildir has no per-recipient verdict). */
+  rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]> {
+    return Promise.all(recipients.map((recipient) => this.rcpt(recipient)));
   }
 
   async rcpt(recipient: EnvelopeAddress): Promise<UpstreamReply> {

@@ -26,6 +26,13 @@ const FAILOVER_CODES = new Set<string>([ErrorCodes.UPSTREAM_UNAVAILABLE, ErrorCo
 /** Errors that count against a destination's health. */
 const UNHEALTHY_CODES = new Set<string>([...FAILOVER_CODES, ErrorCodes.UPSTREAM_LOST, ErrorCodes.UPSTREAM_PROTOCOL]);
 
+/** RCPT TO for each recipient, one after another (no pipelining): the verdicts in order. */
+async function rcptInTurn(recipients: readonly EnvelopeAddress[], rcpt: (recipient: EnvelopeAddress) => Promise<UpstreamReply>): Promise<UpstreamReply[]> {
+  const verdicts: UpstreamReply[] = [];
+  for (const recipient of recipients) verdicts.push(await rcpt(recipient));
+  return verdicts;
+}
+
 /** An open transaction with one destination: SMTP or a Maildir. */
 export interface DeliveryTransaction {
   readonly destination: Destination;
@@ -158,11 +165,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
   }
 
   async rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]> {
-    if (!this.#pendingMail || recipients.length === 0) {
-      const verdicts: UpstreamReply[] = [];
-      for (const recipient of recipients) verdicts.push(await this.rcpt(recipient));
-      return verdicts;
-    }
+    if (!this.#pendingMail || recipients.length === 0) return rcptInTurn(recipients, (recipient) => this.rcpt(recipient));
     const verdicts = await this.#mailAndRcpt(this.#pendingMail, recipients, true).catch((err: unknown) => this.#lost(err));
     for (const reply of verdicts) if (reply.code >= 200 && reply.code < 300) this.#accepted++;
     return verdicts;
@@ -217,11 +220,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
     // Any reply to MAIL is a server that works.
     this.#pool.health.success(this.destination);
     if (mailReply.code >= 200 && mailReply.code < 300) {
-      if (rcpts.length === 0) {
-        const verdicts: UpstreamReply[] = [];
-        for (const recipient of recipients) verdicts.push(await this.#rcpt(recipient));
-        return verdicts;
-      }
+      if (rcpts.length === 0) return rcptInTurn(recipients, (recipient) => this.#rcpt(recipient));
       const verdicts = await Promise.all(rcpts);
       this.#dataSent = data;
       return verdicts;
