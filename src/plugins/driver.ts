@@ -112,18 +112,34 @@ export class PluginDriver {
   }
 
   async #run(plugin: RouterPlugin, hook: string, call: () => unknown): Promise<unknown> {
+    let result: unknown;
+    try {
+      result = call();
+    } catch (err) {
+      throw hookFailure(plugin, hook, err);
+    }
+    // A synchronous answer needs no clock (a hook that never returns would block everything
+    // anyway); most routing hooks are synchronous, and this is on every message's path.
+    if (!isThenable(result)) return result;
     let timer: NodeJS.Timeout | undefined;
     const timeoutMs = this.#options.hookTimeoutMs;
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new GsdError(ErrorCodes.PLUGIN_TIMEOUT, `plugin "${plugin.name}" hook ${hook} did not finish within ${timeoutMs} ms`)), timeoutMs);
     });
     try {
-      return await Promise.race([Promise.resolve().then(call), timeout]);
+      return await Promise.race([result, timeout]);
     } catch (err) {
-      if (err instanceof GsdError) throw err;
-      throw new GsdError(ErrorCodes.PLUGIN_FAILED, `plugin "${plugin.name}" hook ${hook} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      throw hookFailure(plugin, hook, err);
     } finally {
       clearTimeout(timer);
     }
   }
+}
+
+function hookFailure(plugin: RouterPlugin, hook: string, err: unknown): GsdError {
+  return err instanceof GsdError ? err : new GsdError(ErrorCodes.PLUGIN_FAILED, `plugin "${plugin.name}" hook ${hook} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | undefined)?.then === 'function';
 }

@@ -203,7 +203,7 @@ export class InboundListener {
       remotePort: session.remotePort,
       heloName: session.hostNameAppearsAs ?? '',
       secure: Boolean(session.secure),
-      user: typeof session.user === 'string' ? session.user : undefined,
+      user: sessionUser(session),
     };
   }
 
@@ -240,12 +240,13 @@ export class InboundListener {
     this.#reset(session.id);
     if (this.#draining) return answer(callback, Replies.shuttingDown());
     if (this.#options.requireTls && !session.secure) return answer(callback, Replies.tlsRequired());
-    const user = this.#connection(session).user;
-    if (user && !this.#options.authenticator.senderAllowed(user, envelopeAddress(address).address)) return answer(callback, Replies.senderNotAllowed(user));
-    const tx = new InboundTransaction(this.#deps, this.#connection(session), envelopeAddress(address));
+    const connection = this.#connection(session);
+    const sender = envelopeAddress(address);
+    if (connection.user && !this.#options.authenticator.senderAllowed(connection.user, sender.address)) return answer(callback, Replies.senderNotAllowed(connection.user));
+    const tx = new InboundTransaction(this.#deps, connection, sender);
     // Registered before the plugins run, so a reload waits for it before closing them.
     this.#transactions.set(session.id, tx);
-    const reply = await tx.mail(this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user));
+    const reply = await tx.mail(this.#options.access.mayRelay(session.remoteAddress, connection.user));
     if (!isSuccess(reply) || this.#closed.has(session)) {
       if (this.#transactions.get(session.id) === tx) this.#ended(session.id);
       tx.abort();
@@ -259,7 +260,7 @@ export class InboundListener {
     if (!tx) return answer(callback, Replies.localError());
     const recipient = envelopeAddress(address);
     // Fail closed: nothing is routed, let alone forwarded, for a client that may not relay.
-    if (!this.#options.access.mayRelay(session.remoteAddress, this.#connection(session).user) || !this.#options.access.acceptsRecipient(recipient.address)) {
+    if (!this.#options.access.mayRelay(session.remoteAddress, sessionUser(session)) || !this.#options.access.acceptsRecipient(recipient.address)) {
       return answer(callback, Replies.relayDenied());
     }
     const reply = await tx.rcpt(recipient);
@@ -341,6 +342,10 @@ export class InboundListener {
     for (const tx of this.#transactions.values()) tx.abort();
     await closed;
   }
+}
+
+function sessionUser(session: SMTPServerSession): string | undefined {
+  return typeof session.user === 'string' ? session.user : undefined;
 }
 
 function envelopeAddress(address: SMTPServerAddress): EnvelopeAddress {

@@ -23,7 +23,7 @@ import type { Spool, SpoolRecord, SpoolWriter } from '../spool/types.ts';
 import type { UpstreamPool } from '../upstream/pool.ts';
 import { UpstreamTransaction, type DeliveryTransaction, type TransactionTimeouts } from '../upstream/transaction.ts';
 import { routeKey, type PluginDriver, type Route } from '../../plugins/driver.ts';
-import type { ConnectionInfo, MailContext } from '../../plugins/types.ts';
+import type { ConnectionInfo, MailContext, RcptContext } from '../../plugins/types.ts';
 
 type DeliverRoute = Extract<Route, { kind: 'deliver' }>;
 
@@ -88,12 +88,17 @@ export class InboundTransaction {
   constructor(deps: TransactionDeps, connection: ConnectionInfo, sender: EnvelopeAddress) {
     this.#deps = deps;
     this.#sender = sender;
+    const id = this.id;
+    let log: Logger | undefined;
     this.#ctx = {
       connection,
-      transactionId: this.id,
+      transactionId: id,
       sender: sender.address,
       notes: new Map(),
-      log: deps.log.child({ id: this.id }),
+      // Made when first used: most transactions log one summary line, through the listener.
+      get log() {
+        return (log ??= deps.log.child({ id }));
+      },
     };
   }
 
@@ -144,10 +149,20 @@ export class InboundTransaction {
   async rcpt(recipient: EnvelopeAddress): Promise<SmtpReply> {
     let decision;
     try {
-      decision = await this.#deps.driver.routeRecipient(
-        { ...this.#ctx, recipient: recipient.address, acceptedRecipients: this.#accepted.map((a) => a.recipient.address) },
-        this.#mailDecision,
-      );
+      // Not a spread of the transaction's context: that would make its logger, through the getter.
+      const base = this.#ctx;
+      const ctx: RcptContext = {
+        connection: base.connection,
+        transactionId: base.transactionId,
+        sender: base.sender,
+        notes: base.notes,
+        get log() {
+          return base.log;
+        },
+        recipient: recipient.address,
+        acceptedRecipients: this.#accepted.map((a) => a.recipient.address),
+      };
+      decision = await this.#deps.driver.routeRecipient(ctx, this.#mailDecision);
     } catch (err) {
       return this.#fail(err);
     }
@@ -200,27 +215,37 @@ export class InboundTransaction {
     }
 
     const canonical = new CanonicalBody({ policy: this.#deps.bareLineEndings, maxBytes: this.#deps.maxMessageBytes });
-    const toUpstream = new PassThrough();
-    // The body may fail while DATA is still on its way upstream, before anyone reads toUpstream;
-    // the upstream connection sees the failure through `errored` then, so it must not throw here.
-    toUpstream.on('error', () => undefined);
     input.once('error', (err) => canonical.destroy(err));
-    canonical.once('error', (err) => toUpstream.destroy(err));
-    if (writer) writer.body.once('error', (err) => toUpstream.destroy(err));
     let settled = false;
-    canonical.once('end', () => {
-      this.#size = canonical.bytes;
-      if (settled) return; // the upstream already failed; the writer is being aborted
-      // Copies are written before the upstream can accept (the dot waits): a spool that cannot
-      // store them fails the message before the primary has it. The commit makes them durable.
-      const ready = writer ? writer.prepare(this.#record(copies)) : Promise.resolve();
-      ready.then(
-        () => toUpstream.end(),
-        (err: unknown) => toUpstream.destroy(err as Error),
-      );
-    });
-    canonical.pipe(toUpstream, { end: false });
-    if (writer) canonical.pipe(writer.body, { end: false });
+    let toUpstream: Readable = canonical;
+    // The body may fail while DATA is still on its way upstream, before anyone reads it; the
+    // upstream connection sees the failure through `errored` then, so it must not throw here.
+    if (!writer) {
+      // No copies: the canonical body itself goes upstream, one stream stage fewer.
+      canonical.on('error', () => undefined);
+      canonical.once('end', () => {
+        this.#size = canonical.bytes;
+      });
+    } else {
+      const spooled = writer;
+      const held = new PassThrough();
+      toUpstream = held;
+      held.on('error', () => undefined);
+      canonical.once('error', (err) => held.destroy(err));
+      spooled.body.once('error', (err) => held.destroy(err));
+      canonical.once('end', () => {
+        this.#size = canonical.bytes;
+        if (settled) return; // the upstream already failed; the writer is being aborted
+        // Copies are written before the upstream can accept (the dot waits): a spool that cannot
+        // store them fails the message before the primary has it. The commit makes them durable.
+        spooled.prepare(this.#record(copies)).then(
+          () => held.end(),
+          (err: unknown) => held.destroy(err as Error),
+        );
+      });
+      canonical.pipe(held, { end: false });
+      canonical.pipe(spooled.body, { end: false });
+    }
     input.pipe(canonical);
 
     let reply: SmtpReply;

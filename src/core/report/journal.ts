@@ -14,6 +14,7 @@ export interface JournalLine extends DeliveryEvent {
 
 /** Lines wait at most this long, or until this many bytes are waiting, before they are written. */
 const FLUSH_MS = 200;
+const DAY_MS = 24 * 60 * 60 * 1000;
 const FLUSH_BYTES = 64 * 1024;
 
 /** Journals holding lines not yet handed to their stream: written synchronously if the process exits first. */
@@ -31,6 +32,8 @@ function flushAtExit(journal: Journal): void {
 export class Journal implements DeliveryEvents {
   readonly #dir: string;
   #day = '';
+  /** When the current day (UTC) began, in ms. */
+  #dayStart = -Infinity;
   #stream: WriteStream | undefined;
   /** Lines not yet handed to the stream: one write per batch instead of one per delivery. */
   #pending = '';
@@ -45,8 +48,10 @@ export class Journal implements DeliveryEvents {
 
   delivery(event: DeliveryEvent): void {
     const at = Date.now();
-    const day = new Date(at).toISOString().slice(0, 10);
-    if (day !== this.#day) {
+    // The file is per UTC day; its name is worked out again only when the day changes.
+    if (at < this.#dayStart || at >= this.#dayStart + DAY_MS) {
+      const day = new Date(at).toISOString().slice(0, 10);
+      this.#dayStart = at - (at % DAY_MS);
       this.#flush();
       this.#stream?.end();
       this.#day = day;
