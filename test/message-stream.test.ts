@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable, type Transform } from 'node:stream';
 import { describe, test } from 'node:test';
-import { CanonicalBody, DotStuffed } from '../src/core/message-stream.ts';
+import { CanonicalBody, DotStuffer } from '../src/core/message-stream.ts';
 import { isGsdError } from '../src/core/errors.ts';
 
 /** Runs `input` through `transform`, split into chunks at every given offset. */
@@ -63,7 +63,19 @@ describe('CanonicalBody', () => {
   });
 });
 
-describe('DotStuffed', () => {
+/** What a DotStuffer gives out for `input` cut at every given offset: the pieces, in order. */
+function stuffed(stuffer: DotStuffer, input: Buffer, cuts: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (const cut of [...cuts, input.length]) {
+    out.push(...stuffer.push(input.subarray(start, cut)));
+    start = cut;
+  }
+  out.push(stuffer.end());
+  return out;
+}
+
+describe('DotStuffer', () => {
   test('doubles leading dots and terminates, wherever the chunks are cut', async () => {
     const cases: Array<[string, string]> = [
       ['', '.\r\n'],
@@ -74,27 +86,24 @@ describe('DotStuffed', () => {
     ];
     for (const [input, expected] of cases) {
       for (const cuts of cutsOf(input)) {
-        assert.equal(await through(new DotStuffed(), input, cuts), expected, `${JSON.stringify(input)} cuts ${cuts}`);
-        assert.equal(await through(new DotStuffed(3), input, cuts), expected, `block 3: ${JSON.stringify(input)} cuts ${cuts}`);
+        const bytes = Buffer.from(input, 'latin1');
+        assert.equal(Buffer.concat(stuffed(new DotStuffer(), bytes, cuts)).toString('latin1'), expected, `${JSON.stringify(input)} cuts ${cuts}`);
+        assert.equal(Buffer.concat(stuffed(new DotStuffer(3), bytes, cuts)).toString('latin1'), expected, `block 3: ${JSON.stringify(input)} cuts ${cuts}`);
       }
     }
   });
 
-  test('writes a small message as one chunk with its terminator, a large one as it comes', async () => {
-    const blocks = async (input: Buffer, chunkBytes: number) => {
-      const chunks: Buffer[] = [];
-      for (let i = 0; i < input.length; i += chunkBytes) chunks.push(input.subarray(i, i + chunkBytes));
-      const out: Buffer[] = [];
-      await new Promise<void>((resolve, reject) => {
-        Readable.from(chunks).pipe(new DotStuffed(64 * 1024)).on('data', (c: Buffer) => out.push(c)).on('end', resolve).on('error', reject);
-      });
-      return out;
+  test('gives out a small message as one buffer with its terminator, a large one as it comes', () => {
+    const blocks = (input: Buffer, chunkBytes: number) => {
+      const cuts: number[] = [];
+      for (let i = chunkBytes; i < input.length; i += chunkBytes) cuts.push(i);
+      return stuffed(new DotStuffer(64 * 1024), input, cuts);
     };
     const line = Buffer.from(`${'x'.repeat(78)}\r\n`);
-    const small = await blocks(Buffer.concat(Array(128).fill(line)), 4096); // 10 KB in three chunks
+    const small = blocks(Buffer.concat(Array(128).fill(line)), 4096); // 10 KB in three chunks
     assert.equal(small.length, 1);
     assert.ok(small[0]!.toString('latin1').endsWith('x\r\n.\r\n'));
-    const large = await blocks(Buffer.concat(Array(10_000).fill(line)), 16 * 1024); // 800 KB
+    const large = blocks(Buffer.concat(Array(10_000).fill(line)), 16 * 1024); // 800 KB
     assert.equal(large[0]!.length, 64 * 1024, 'the first block, gathered');
     assert.ok(large.slice(1, -2).every((b) => b.length === 16 * 1024), 'then each chunk as it came, not copied into blocks');
     assert.equal(large.at(-1)!.toString(), '.\r\n');

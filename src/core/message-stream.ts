@@ -5,7 +5,7 @@
  *   the canonical body stored and relayed: bare CR / bare LF either normalized to CRLF or
  *   rejected (SMTP smuggling, CVE-2023-51764: a lenient upstream must never see `<LF>.<LF>`),
  *   and the size limit enforced while bytes flow, so nothing over the limit reaches anyone.
- * - `dotStuffed`: a canonical body as it goes on the wire after DATA: leading dots doubled,
+ * - `DotStuffer`: a canonical body as it goes on the wire after DATA: leading dots doubled,
  *   a final CRLF guaranteed, and the `.` terminator appended.
  */
 import { Transform, type TransformCallback } from 'node:stream';
@@ -118,45 +118,30 @@ function normalizeLineEndings(buf: Buffer): Buffer {
 export const WIRE_BLOCK_BYTES = 64 * 1024;
 
 /**
- * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase. A body up to
- * `blockBytes` comes out as one chunk, terminator included (a single write); a larger one flows
- * on as it arrives once the first block is out, without copying (memory stays flat).
+ * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase, as plain calls
+ * (the upstream connection writes what comes out straight to its socket: no stream stage). A
+ * body up to `blockBytes` comes out of `end()` as one buffer, terminator included (a single
+ * write); a larger one comes out of `push()` as it arrives once the first block is out, without
+ * copying (memory stays flat).
  */
-export class DotStuffed extends Transform {
+export class DotStuffer {
   #atLineStart = true;
   #lastTwo: Buffer = Buffer.from(CRLF); // an empty body needs no extra CRLF before the terminator
   #sawBytes = false;
   readonly #blockBytes: number;
   #block: Buffer[] = [];
   #blockLength = 0;
-  /** Past the first block: pieces are pushed as they come. */
+  /** Past the first block: pieces go out as they come. */
   #flowing = false;
 
   constructor(blockBytes = WIRE_BLOCK_BYTES) {
-    super();
     this.#blockBytes = blockBytes;
   }
 
-  #add(piece: Buffer): void {
-    if (piece.length === 0) return;
-    if (this.#flowing) {
-      this.push(piece);
-      return;
-    }
-    this.#block.push(piece);
-    this.#blockLength += piece.length;
-  }
-
-  #pushBlock(): void {
-    if (this.#blockLength === 0) return;
-    const block = this.#block.length === 1 ? this.#block[0]! : Buffer.concat(this.#block, this.#blockLength);
-    this.#block = [];
-    this.#blockLength = 0;
-    this.push(block);
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    if (chunk.length === 0) return done();
+  /** The wire bytes ready to go out for `chunk` (often none yet: they wait for the block). */
+  push(chunk: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    if (chunk.length === 0) return out;
     this.#sawBytes = true;
     let start = 0;
     let i = this.#atLineStart ? 0 : chunk.indexOf('\n.') + 1;
@@ -164,27 +149,47 @@ export class DotStuffed extends Transform {
     while (i !== -1 && i < chunk.length) {
       if (chunk[i] === DOT) {
         // `i` is the first byte of a line and it is a dot: send it twice.
-        this.#add(chunk.subarray(start, i + 1));
+        this.#add(chunk.subarray(start, i + 1), out);
         start = i; // the dot goes out again with the rest
       }
       const next = chunk.indexOf('\n.', i);
       i = next === -1 ? -1 : next + 1;
     }
-    this.#add(chunk.subarray(start));
+    this.#add(chunk.subarray(start), out);
     this.#atLineStart = chunk[chunk.length - 1] === LF;
     this.#lastTwo = chunk.length >= 2 ? chunk.subarray(chunk.length - 2) : Buffer.from([this.#lastTwo[1]!, chunk[0]!]);
     if (this.#blockLength >= this.#blockBytes) {
-      this.#pushBlock();
+      this.#takeBlock(out);
       this.#flowing = true;
     }
-    done();
+    return out;
   }
 
-  override _flush(done: TransformCallback): void {
+  /** The rest: whatever waited, a final CRLF if the body lacked one, and the `.` terminator. */
+  end(): Buffer {
     const endsWithCrlf = !this.#sawBytes || (this.#lastTwo[0] === CR && this.#lastTwo[1] === LF);
-    this.#add(endsWithCrlf ? TERMINATOR : CRLF_TERMINATOR);
-    this.#pushBlock();
-    done();
+    const out: Buffer[] = [];
+    this.#flowing = false;
+    this.#add(endsWithCrlf ? TERMINATOR : CRLF_TERMINATOR, out);
+    this.#takeBlock(out);
+    return out[0]!;
+  }
+
+  #add(piece: Buffer, out: Buffer[]): void {
+    if (piece.length === 0) return;
+    if (this.#flowing) {
+      out.push(piece);
+      return;
+    }
+    this.#block.push(piece);
+    this.#blockLength += piece.length;
+  }
+
+  #takeBlock(out: Buffer[]): void {
+    if (this.#blockLength === 0) return;
+    out.push(this.#block.length === 1 ? this.#block[0]! : Buffer.concat(this.#block, this.#blockLength));
+    this.#block = [];
+    this.#blockLength = 0;
   }
 }
 

@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import type { SmtpDestination } from '../destination.ts';
-import { DotStuffed } from '../message-stream.ts';
+import { DotStuffer } from '../message-stream.ts';
 import { ReplyReader, type UpstreamReply } from './reply-reader.ts';
 
 export interface ConnectOptions {
@@ -210,29 +210,49 @@ export class UpstreamConnection {
     const finals = Array.from({ length: Math.max(1, finalReplies) }, () => this.#expect('final', finalTimeoutMs, false));
     const final = Promise.all(finals).then(worstReply);
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
-    const wire = new DotStuffed();
+    // The body is read here and written straight to the socket (no stream stage in between),
+    // with backpressure: the body pauses while the socket's buffer is full.
+    const stuffer = new DotStuffer();
+    const socket = this.#socket;
     await new Promise<void>((resolve, reject) => {
+      let draining = false;
+      const onData = (chunk: Buffer) => {
+        for (const piece of stuffer.push(chunk)) {
+          if (!socket.write(piece) && !draining) {
+            draining = true;
+            body.pause();
+            socket.once('drain', onDrain);
+          }
+        }
+      };
+      const onDrain = () => {
+        draining = false;
+        body.resume();
+      };
+      const onEnd = () => {
+        settle();
+        socket.write(stuffer.end());
+        resolve();
+      };
       const onClose = () => fail(this.#failure ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed', { step: 'body' }));
       const settle = () => {
-        this.#socket.off('close', onClose);
+        body.off('data', onData);
+        body.off('end', onEnd);
         body.off('error', fail);
-        wire.off('error', fail);
+        socket.off('close', onClose);
+        socket.off('drain', onDrain);
       };
       function fail(this: void, err: Error): void {
         settle();
-        body.unpipe(wire);
         reject(err);
       }
       // A body that failed before we got here (while DATA was on its way) fails now, not never.
       if (body.errored || body.destroyed) return fail(body.errored ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'message body ended early', { step: 'body' }));
       body.once('error', fail);
-      wire.once('error', fail);
-      this.#socket.once('close', onClose);
-      wire.once('end', () => {
-        settle();
-        resolve();
-      });
-      body.pipe(wire).pipe(this.#socket, { end: false });
+      body.once('end', onEnd);
+      socket.once('close', onClose);
+      body.on('data', onData);
+      body.resume(); // this is the body's only reader
     }).catch((err: Error) => {
       body.destroy();
       const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err, step: 'body' });

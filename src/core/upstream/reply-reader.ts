@@ -15,10 +15,14 @@ export interface UpstreamReply extends SmtpReply {
 /** A reply longer than this is a broken or hostile server, not SMTP. */
 const MAX_REPLY_BYTES = 64 * 1024;
 
+const REPLY_LINE = /^(\d{3})([ -]|$)(.*)$/;
+
 export class ReplyReader {
   #buffer = '';
   readonly #decoder = new StringDecoder('utf8');
+  /** The lines so far of a multi-line reply, and their length. */
   #lines: string[] = [];
+  #bytes = 0;
   #code = 0;
 
   /**
@@ -26,31 +30,40 @@ export class ReplyReader {
    * Replies are UTF-8 (RFC 6531), decoded across chunk boundaries.
    */
   push(chunk: Buffer): UpstreamReply[] {
-    this.#buffer += this.#decoder.write(chunk);
+    const buffer = this.#buffer + this.#decoder.write(chunk);
     const replies: UpstreamReply[] = [];
-    let newline: number;
-    while ((newline = this.#buffer.indexOf('\n')) !== -1) {
-      const line = this.#buffer.slice(0, newline).replace(/\r$/, '');
-      this.#buffer = this.#buffer.slice(newline + 1);
-      const reply = this.#line(line);
+    let start = 0;
+    for (let newline = buffer.indexOf('\n'); newline !== -1; newline = buffer.indexOf('\n', start)) {
+      const end = newline > start && buffer.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
+      const reply = this.#line(buffer.slice(start, end));
+      start = newline + 1;
       if (reply) replies.push(reply);
     }
+    this.#buffer = start === 0 ? buffer : buffer.slice(start);
     if (this.#buffer.length > MAX_REPLY_BYTES) throw new Error('reply line too long');
     return replies;
   }
 
   #line(line: string): UpstreamReply | undefined {
-    const match = /^(\d{3})([ -]|$)(.*)$/.exec(line);
+    const match = REPLY_LINE.exec(line);
     if (!match) throw new Error(`not an SMTP reply: ${JSON.stringify(line.slice(0, 80))}`);
     const code = Number(match[1]);
+    const text = match[3]!;
+    if (this.#lines.length === 0 && match[2] !== '-') {
+      // One line: most replies.
+      const reply = splitEnhanced(code, text);
+      return { code, enhanced: reply.enhanced, text: reply.text.trim(), lines: [reply.text] };
+    }
     if (this.#lines.length > 0 && code !== this.#code) throw new Error('multi-line reply changed its code');
     this.#code = code;
-    this.#lines.push(match[3]!);
-    if (this.#lines.reduce((n, l) => n + l.length, 0) > MAX_REPLY_BYTES) throw new Error('reply too long');
+    this.#lines.push(text);
+    this.#bytes += text.length;
+    if (this.#bytes > MAX_REPLY_BYTES) throw new Error('reply too long');
     if (match[2] === '-') return undefined;
-    const lines = this.#lines.map((text) => splitEnhanced(code, text).text);
+    const lines = this.#lines.map((each) => splitEnhanced(code, each).text);
     const first = splitEnhanced(code, this.#lines[0]!);
     this.#lines = [];
+    this.#bytes = 0;
     return { code, enhanced: first.enhanced, text: lines.join(' ').trim(), lines };
   }
 }
