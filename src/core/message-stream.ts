@@ -1,10 +1,12 @@
 /**
- * Message body streams. Two transforms, both streaming with O(1) state between chunks:
+ * Message bodies, with O(1) state between chunks, as plain per-chunk calls (used inline where
+ * the body is read) and, where a stream is needed, as a transform:
  *
- * - `canonicalBody`: what arrives from the client (already dot-unstuffed by smtp-server) becomes
- *   the canonical body stored and relayed: bare CR / bare LF either normalized to CRLF or
- *   rejected (SMTP smuggling, CVE-2023-51764: a lenient upstream must never see `<LF>.<LF>`),
- *   and the size limit enforced while bytes flow, so nothing over the limit reaches anyone.
+ * - `Canonicalizer` (`CanonicalBody` as a stream): what arrives from the client (already
+ *   dot-unstuffed by smtp-server) becomes the canonical body stored and relayed: bare CR / bare
+ *   LF either normalized to CRLF or rejected (SMTP smuggling, CVE-2023-51764: a lenient upstream
+ *   must never see `<LF>.<LF>`), and the size limit enforced while bytes flow, so nothing over
+ *   the limit reaches anyone.
  * - `DotStuffer`: a canonical body as it goes on the wire after DATA: leading dots doubled,
  *   a final CRLF guaranteed, and the `.` terminator appended.
  */
@@ -17,14 +19,22 @@ const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 const CRLF = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 
 export interface CanonicalBodyOptions {
   policy: BareLineEndingPolicy;
   maxBytes: number;
 }
 
-/** Fixes or rejects bare CR and LF, and counts bytes against the limit. */
-export class CanonicalBody extends Transform {
+/** A body's bytes on their way somewhere, chunk by chunk: what goes on, or a throw that fails the message. */
+export interface BodyFilter {
+  push(chunk: Buffer): Buffer;
+  /** What is left once the body has ended. */
+  end(): Buffer;
+}
+
+/** Fixes or rejects bare CR and LF, and counts bytes against the limit (throws a GsdError). */
+export class Canonicalizer implements BodyFilter {
   /** Bytes of canonical output so far. */
   bytes = 0;
   /** The previous chunk ended in CR, whose meaning depends on the next byte. */
@@ -32,35 +42,23 @@ export class CanonicalBody extends Transform {
   readonly #options: CanonicalBodyOptions;
 
   constructor(options: CanonicalBodyOptions) {
-    super();
     this.#options = options;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    try {
-      this.#emit(this.#canonical(chunk, false));
-      done();
-    } catch (err) {
-      done(err as Error);
-    }
+  push(chunk: Buffer): Buffer {
+    return this.#count(this.#canonical(chunk, false));
   }
 
-  override _flush(done: TransformCallback): void {
-    try {
-      this.#emit(this.#canonical(Buffer.alloc(0), true));
-      done();
-    } catch (err) {
-      done(err as Error);
-    }
+  end(): Buffer {
+    return this.#count(this.#canonical(EMPTY, true));
   }
 
-  #emit(out: Buffer): void {
-    if (out.length === 0) return;
+  #count(out: Buffer): Buffer {
     this.bytes += out.length;
     if (this.bytes > this.#options.maxBytes) {
       throw new GsdError(ErrorCodes.MESSAGE_TOO_BIG, `message exceeds ${this.#options.maxBytes} bytes`);
     }
-    this.push(out);
+    return out;
   }
 
   #canonical(chunk: Buffer, final: boolean): Buffer {
@@ -75,12 +73,46 @@ export class CanonicalBody extends Transform {
       this.#pendingCR = true;
       last -= 1;
     }
-    const body = input.subarray(0, last);
+    const body = last === input.length ? input : input.subarray(0, last);
     if (!hasBareLineEnding(body)) return body;
     if (this.#options.policy === 'reject') {
       throw new GsdError(ErrorCodes.BARE_LINE_ENDING, 'message contains a bare CR or LF');
     }
     return normalizeLineEndings(body);
+  }
+}
+
+/** `Canonicalizer` as a stream, where the body goes to more than one place (the spool too). */
+export class CanonicalBody extends Transform {
+  readonly #canonicalizer: Canonicalizer;
+
+  constructor(options: CanonicalBodyOptions) {
+    super();
+    this.#canonicalizer = new Canonicalizer(options);
+  }
+
+  /** Bytes of canonical output so far. */
+  get bytes(): number {
+    return this.#canonicalizer.bytes;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.#pass(() => this.#canonicalizer.push(chunk), done);
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.#pass(() => this.#canonicalizer.end(), done);
+  }
+
+  #pass(next: () => Buffer, done: TransformCallback): void {
+    let out: Buffer;
+    try {
+      out = next();
+    } catch (err) {
+      return done(err as Error);
+    }
+    if (out.length > 0) this.push(out);
+    done();
   }
 }
 

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { poolKeyOf, type Destination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { replyForError } from '../errors.ts';
-import { CanonicalBody, type BareLineEndingPolicy } from '../message-stream.ts';
+import { CanonicalBody, Canonicalizer, type BareLineEndingPolicy } from '../message-stream.ts';
 import { isSuccess, passThrough, Replies, type SmtpReply } from '../replies.ts';
 import type { DeliveryEvents } from '../observability/events.ts';
 import type { Spool, SpoolRecord, SpoolWriter } from '../spool/types.ts';
@@ -26,6 +26,9 @@ import { routeKey, type PluginDriver, type Route } from '../../plugins/driver.ts
 import type { ConnectionInfo, MailContext, RcptContext } from '../../plugins/types.ts';
 
 type DeliverRoute = Extract<Route, { kind: 'deliver' }>;
+
+/** Per copy destination, the recipients it gets. */
+type CopyPlan = Array<{ destination: Destination; recipients: EnvelopeAddress[] }>;
 
 export interface TransactionDeps {
   readonly driver: PluginDriver;
@@ -214,14 +217,52 @@ export class InboundTransaction {
       return this.#fail(err);
     }
 
-    const canonical = new CanonicalBody({ policy: this.#deps.bareLineEndings, maxBytes: this.#deps.maxMessageBytes });
+    const options = { policy: this.#deps.bareLineEndings, maxBytes: this.#deps.maxMessageBytes };
+    let reply: SmtpReply;
+    if (!writer && tx instanceof UpstreamTransaction) {
+      // No copies, an SMTP primary: the client's stream is read by the upstream connection itself
+      // and canonicalized chunk by chunk on the way, with no stream stage in between.
+      const canonical = new Canonicalizer(options);
+      try {
+        reply = passThrough(await tx.data(input, canonical));
+      } catch (err) {
+        reply = this.#fail(err);
+      } finally {
+        this.#size = canonical.bytes;
+        await drain(input);
+      }
+    } else {
+      reply = await this.#dataThroughStreams(input, tx, new CanonicalBody(options), writer, copies);
+    }
+    if (!isSuccess(reply)) {
+      await writer?.abort();
+      return reply;
+    }
+    if (writer) {
+      try {
+        await writer.commit();
+      } catch (err) {
+        // The primary has the message but its copies are not safe: not a 250. The sender retries;
+        // the primary may see it twice, which is better than a backup never seeing it.
+        this.#ctx.log.error({ err: (err as Error).message }, 'primary accepted but the spool commit failed');
+        await writer.abort();
+        return this.#fail(err);
+      }
+    }
+    return reply;
+  }
+
+  /**
+   * The body as streams: canonicalized once, then to the upstream and, with copies, to the spool
+   * at the same time. The spool has the message before the terminating dot goes upstream.
+   */
+  async #dataThroughStreams(input: Readable, tx: DeliveryTransaction, canonical: CanonicalBody, writer: SpoolWriter | undefined, copies: CopyPlan): Promise<SmtpReply> {
     input.once('error', (err) => canonical.destroy(err));
     let settled = false;
     let toUpstream: Readable = canonical;
     // The body may fail while DATA is still on its way upstream, before anyone reads it; the
     // upstream connection sees the failure through `errored` then, so it must not throw here.
     if (!writer) {
-      // No copies: the canonical body itself goes upstream, one stream stage fewer.
       canonical.on('error', () => undefined);
       canonical.once('end', () => {
         this.#size = canonical.bytes;
@@ -247,38 +288,21 @@ export class InboundTransaction {
       canonical.pipe(spooled.body, { end: false });
     }
     input.pipe(canonical);
-
-    let reply: SmtpReply;
     try {
-      reply = passThrough(await tx.data(toUpstream));
+      return passThrough(await tx.data(toUpstream));
     } catch (err) {
-      reply = this.#fail(err);
+      return this.#fail(err);
     } finally {
       settled = true;
       input.unpipe(canonical);
       canonical.unpipe();
+      canonical.destroy(); // whatever it still holds is not going anywhere
       await drain(input);
     }
-    if (!isSuccess(reply)) {
-      await writer?.abort();
-      return reply;
-    }
-    if (writer) {
-      try {
-        await writer.commit();
-      } catch (err) {
-        // The primary has the message but its copies are not safe: not a 250. The sender retries;
-        // the primary may see it twice, which is better than a backup never seeing it.
-        this.#ctx.log.error({ err: (err as Error).message }, 'primary accepted but the spool commit failed');
-        await writer.abort();
-        return this.#fail(err);
-      }
-    }
-    return reply;
   }
 
   /** Copies due for this message: per destination, the recipients the primary accepted. */
-  #copies(): Array<{ destination: Destination; recipients: EnvelopeAddress[] }> {
+  #copies(): CopyPlan {
     const byDestination = new Map<string, { destination: Destination; recipients: EnvelopeAddress[] }>();
     for (const { recipient, copies } of this.#accepted) {
       for (const destination of copies) {
@@ -291,7 +315,7 @@ export class InboundTransaction {
     return [...byDestination.values()];
   }
 
-  #record(copies: Array<{ destination: Destination; recipients: EnvelopeAddress[] }>): SpoolRecord {
+  #record(copies: CopyPlan): SpoolRecord {
     return {
       version: 1,
       id: this.id,

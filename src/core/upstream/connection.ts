@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import type { SmtpDestination } from '../destination.ts';
-import { DotStuffer } from '../message-stream.ts';
+import { DotStuffer, type BodyFilter } from '../message-stream.ts';
 import { ReplyReader, type UpstreamReply } from './reply-reader.ts';
 
 export interface ConnectOptions {
@@ -188,12 +188,19 @@ export class UpstreamConnection {
    * Sends DATA and, on 354, the body: dot-stuffed and terminated here. Resolves with the reply to
    * DATA if it refused (4xx/5xx), else with the final reply, waited for up to `finalTimeoutMs`.
    * `body` may be a factory, called only once the upstream said 354 (a spooled file is then
-   * opened only when it is needed). If the body fails (the client went away, a policy error) the
-   * connection is destroyed before the terminating dot, so the upstream never accepts a partial
-   * message; the body stream is always destroyed if it was not read to its end.
+   * opened only when it is needed); `filter` sees every chunk first (canonical line endings and
+   * the size limit, without a stream stage). If the body fails (the client went away, a policy
+   * error, a throw from `filter`) the connection is destroyed before the terminating dot, so the
+   * upstream never accepts a partial message. A body made by the factory is destroyed if it was
+   * not read to its end; a stream passed in stays its owner's, who reads it to its end.
    */
-  async data(source: Readable | (() => Readable), timeoutMs: number, finalTimeoutMs: number, finalReplies = 1, sent?: Promise<UpstreamReply>): Promise<UpstreamReply> {
-    // `sent`: DATA already went out, pipelined behind the envelope.
+  async data(
+    source: Readable | (() => Readable),
+    timeoutMs: number,
+    finalTimeoutMs: number,
+    options: { finalReplies?: number; sent?: Promise<UpstreamReply>; filter?: BodyFilter } = {},
+  ): Promise<UpstreamReply> {
+    const { finalReplies = 1, sent, filter } = options;
     const go = await (sent ?? this.command('DATA', 'DATA', timeoutMs));
     if (go.code !== 354) {
       // A 2xx to DATA would be taken for a success although no message was sent.
@@ -204,7 +211,8 @@ export class UpstreamConnection {
       }
       return go;
     }
-    const body = typeof source === 'function' ? source() : source;
+    const owned = typeof source === 'function';
+    const body = owned ? source() : source;
     // The final reply cannot come before the terminator is written, so its clock starts then.
     // LMTP answers once per accepted recipient; one verdict is made of them (the worst).
     const finals = Array.from({ length: Math.max(1, finalReplies) }, () => this.#expect('final', finalTimeoutMs, false));
@@ -217,7 +225,15 @@ export class UpstreamConnection {
     await new Promise<void>((resolve, reject) => {
       let draining = false;
       const onData = (chunk: Buffer) => {
-        for (const piece of stuffer.push(chunk)) {
+        let bytes = chunk;
+        if (filter) {
+          try {
+            bytes = filter.push(chunk);
+          } catch (err) {
+            return fail(err as Error);
+          }
+        }
+        for (const piece of stuffer.push(bytes)) {
           if (!socket.write(piece) && !draining) {
             draining = true;
             body.pause();
@@ -231,6 +247,11 @@ export class UpstreamConnection {
       };
       const onEnd = () => {
         settle();
+        try {
+          if (filter) for (const piece of stuffer.push(filter.end())) socket.write(piece);
+        } catch (err) {
+          return reject(err as Error);
+        }
         socket.write(stuffer.end());
         resolve();
       };
@@ -254,7 +275,7 @@ export class UpstreamConnection {
       body.on('data', onData);
       body.resume(); // this is the body's only reader
     }).catch((err: Error) => {
-      body.destroy();
+      if (owned) body.destroy();
       const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err, step: 'body' });
       this.destroy(failure); // before the terminator: the upstream discards the partial message
       throw failure;

@@ -13,6 +13,7 @@ import type { UpstreamConnection } from './connection.ts';
 import type { Permit } from './limits.ts';
 import type { UpstreamPool } from './pool.ts';
 import type { UpstreamReply } from './reply-reader.ts';
+import type { BodyFilter } from '../message-stream.ts';
 
 export interface TransactionTimeouts {
   /** Each command, connect and greeting. */
@@ -242,12 +243,16 @@ export class UpstreamTransaction implements DeliveryTransaction {
   }
 
   /** Sends the body (or opens it, on 354); the connection goes back to the pool after a final reply, or is closed. */
-  async data(body: Readable | (() => Readable)): Promise<UpstreamReply> {
+  /**
+   * `filter` sees every chunk on the way and may throw to fail the message (before the dot); the
+   * body is then left unread for its owner to drain.
+   */
+  async data(body: Readable | (() => Readable), filter?: BodyFilter): Promise<UpstreamReply> {
     const conn = this.#connection();
     this.#conn = undefined;
     try {
       const lmtp = conn.destination.protocol === 'lmtp';
-      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs, lmtp ? this.#accepted : 1, this.#dataSent);
+      const reply = await conn.data(body, this.#timeouts.timeoutMs, this.#timeouts.finalTimeoutMs, { finalReplies: lmtp ? this.#accepted : 1, sent: this.#dataSent, filter });
       // A refused DATA (not 354) leaves the transaction open upstream.
       if (reply.code !== 250) conn.dirty = true;
       this.#pool.release(conn);
