@@ -63,16 +63,16 @@ describe('CanonicalBody', () => {
   });
 });
 
-/** What a DotStuffer gives out for `input` cut at every given offset: the pieces, in order. */
-function stuffed(stuffer: DotStuffer, input: Buffer, cuts: number[]): Buffer[] {
-  const out: Buffer[] = [];
+/** What a DotStuffer gives out for `input` cut at every given offset: each call's group of pieces. */
+function stuffed(stuffer: DotStuffer, input: Buffer, cuts: number[]): Buffer[][] {
+  const groups: Buffer[][] = [];
   let start = 0;
   for (const cut of [...cuts, input.length]) {
-    out.push(...stuffer.push(input.subarray(start, cut)));
+    groups.push([...stuffer.push(input.subarray(start, cut))]);
     start = cut;
   }
-  out.push(stuffer.end());
-  return out;
+  groups.push(stuffer.end());
+  return groups;
 }
 
 describe('DotStuffer', () => {
@@ -87,26 +87,29 @@ describe('DotStuffer', () => {
     for (const [input, expected] of cases) {
       for (const cuts of cutsOf(input)) {
         const bytes = Buffer.from(input, 'latin1');
-        assert.equal(Buffer.concat(stuffed(new DotStuffer(), bytes, cuts)).toString('latin1'), expected, `${JSON.stringify(input)} cuts ${cuts}`);
-        assert.equal(Buffer.concat(stuffed(new DotStuffer(3), bytes, cuts)).toString('latin1'), expected, `block 3: ${JSON.stringify(input)} cuts ${cuts}`);
+        assert.equal(Buffer.concat(stuffed(new DotStuffer(), bytes, cuts).flat()).toString('latin1'), expected, `${JSON.stringify(input)} cuts ${cuts}`);
+        assert.equal(Buffer.concat(stuffed(new DotStuffer(3), bytes, cuts).flat()).toString('latin1'), expected, `block 3: ${JSON.stringify(input)} cuts ${cuts}`);
       }
     }
   });
 
-  test('gives out a small message as one buffer with its terminator, a large one as it comes', () => {
-    const blocks = (input: Buffer, chunkBytes: number) => {
+  test('gives out a small message in one group with its terminator, a large one as it comes, nothing copied', () => {
+    const groups = (input: Buffer, chunkBytes: number) => {
       const cuts: number[] = [];
       for (let i = chunkBytes; i < input.length; i += chunkBytes) cuts.push(i);
-      return stuffed(new DotStuffer(64 * 1024), input, cuts);
+      return stuffed(new DotStuffer(64 * 1024), input, cuts).filter((group) => group.length > 0);
     };
     const line = Buffer.from(`${'x'.repeat(78)}\r\n`);
-    const small = blocks(Buffer.concat(Array(128).fill(line)), 4096); // 10 KB in three chunks
-    assert.equal(small.length, 1);
-    assert.ok(small[0]!.toString('latin1').endsWith('x\r\n.\r\n'));
-    const large = blocks(Buffer.concat(Array(10_000).fill(line)), 16 * 1024); // 800 KB
-    assert.equal(large[0]!.length, 64 * 1024, 'the first block, gathered');
-    assert.ok(large.slice(1, -2).every((b) => b.length === 16 * 1024), 'then each chunk as it came, not copied into blocks');
-    assert.equal(large.at(-1)!.toString(), '.\r\n');
-    assert.equal(Buffer.concat(large).length, 800_000 + 3);
+    const smallBody = Buffer.concat(Array(128).fill(line));
+    const small = groups(smallBody, 4096); // 10 KB in three chunks
+    assert.equal(small.length, 1, 'one group: one write');
+    assert.equal(Buffer.concat(small[0]!).toString('latin1'), `${smallBody.toString('latin1')}.\r\n`);
+    assert.ok(small[0]!.slice(0, -1).every((piece) => piece.buffer === smallBody.buffer), 'the body pieces are views of the input');
+    const largeBody = Buffer.concat(Array(10_000).fill(line)); // 800 KB
+    const large = groups(largeBody, 16 * 1024);
+    assert.equal(Buffer.concat(large[0]!).length, 64 * 1024, 'the first block, gathered');
+    assert.ok(large.slice(1, -2).every((group) => group.length === 1 && group[0]!.length === 16 * 1024), 'then each chunk as it came');
+    assert.equal(Buffer.concat(large.at(-1)!).toString('latin1').slice(-3), '.\r\n');
+    assert.equal(Buffer.concat(large.flat()).length, 800_000 + 3);
   });
 });

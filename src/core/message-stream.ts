@@ -18,7 +18,6 @@ export type BareLineEndingPolicy = 'normalize' | 'reject';
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
-const CRLF = Buffer.from('\r\n');
 const EMPTY = Buffer.alloc(0);
 
 export interface CanonicalBodyOptions {
@@ -151,15 +150,16 @@ export const WIRE_BLOCK_BYTES = 64 * 1024;
 
 /**
  * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase, as plain calls
- * (the upstream connection writes what comes out straight to its socket: no stream stage). A
- * body up to `blockBytes` comes out of `end()` as one buffer, terminator included (a single
- * write); a larger one comes out of `push()` as it arrives once the first block is out, without
- * copying (memory stays flat).
+ * (the upstream connection writes what comes out straight to its socket: no stream stage). Out
+ * come groups of pieces, each group to be written at once (one `writev`, nothing copied): a body
+ * up to `blockBytes` is one group from `end()`, terminator included; a larger one flows on from
+ * `push()` as it arrives once the first block is out (memory stays flat).
  */
 export class DotStuffer {
   #atLineStart = true;
-  #lastTwo: Buffer = Buffer.from(CRLF); // an empty body needs no extra CRLF before the terminator
-  #sawBytes = false;
+  /** The body's last two bytes so far; CR LF before any (an empty body needs no extra CRLF). */
+  #beforeLast = CR;
+  #last = LF;
   readonly #blockBytes: number;
   #block: Buffer[] = [];
   #blockLength = 0;
@@ -170,60 +170,50 @@ export class DotStuffer {
     this.#blockBytes = blockBytes;
   }
 
-  /** The wire bytes ready to go out for `chunk` (often none yet: they wait for the block). */
-  push(chunk: Buffer): Buffer[] {
-    const out: Buffer[] = [];
-    if (chunk.length === 0) return out;
-    this.#sawBytes = true;
+  /** The pieces ready to go out for `chunk` (often none yet: they wait for the block). */
+  push(chunk: Buffer): readonly Buffer[] {
+    if (chunk.length === 0) return NOTHING;
+    const out: Buffer[] = this.#flowing ? [] : this.#block;
     let start = 0;
     let i = this.#atLineStart ? 0 : chunk.indexOf('\n.') + 1;
     if (!this.#atLineStart && i === 0) i = -1;
     while (i !== -1 && i < chunk.length) {
       if (chunk[i] === DOT) {
         // `i` is the first byte of a line and it is a dot: send it twice.
-        this.#add(chunk.subarray(start, i + 1), out);
+        out.push(chunk.subarray(start, i + 1));
         start = i; // the dot goes out again with the rest
       }
       const next = chunk.indexOf('\n.', i);
       i = next === -1 ? -1 : next + 1;
     }
-    this.#add(chunk.subarray(start), out);
+    out.push(start === 0 ? chunk : chunk.subarray(start));
     this.#atLineStart = chunk[chunk.length - 1] === LF;
-    this.#lastTwo = chunk.length >= 2 ? chunk.subarray(chunk.length - 2) : Buffer.from([this.#lastTwo[1]!, chunk[0]!]);
-    if (this.#blockLength >= this.#blockBytes) {
-      this.#takeBlock(out);
-      this.#flowing = true;
-    }
-    return out;
+    this.#beforeLast = chunk.length >= 2 ? chunk[chunk.length - 2]! : this.#last;
+    this.#last = chunk[chunk.length - 1]!;
+    if (this.#flowing) return out;
+    this.#blockLength += chunk.length;
+    if (this.#blockLength < this.#blockBytes) return NOTHING;
+    this.#flowing = true;
+    return this.#takeBlock();
   }
 
   /** The rest: whatever waited, a final CRLF if the body lacked one, and the `.` terminator. */
-  end(): Buffer {
-    const endsWithCrlf = !this.#sawBytes || (this.#lastTwo[0] === CR && this.#lastTwo[1] === LF);
-    const out: Buffer[] = [];
-    this.#flowing = false;
-    this.#add(endsWithCrlf ? TERMINATOR : CRLF_TERMINATOR, out);
-    this.#takeBlock(out);
-    return out[0]!;
+  end(): Buffer[] {
+    const out = this.#takeBlock();
+    out.push(this.#beforeLast === CR && this.#last === LF ? TERMINATOR : CRLF_TERMINATOR);
+    return out;
   }
 
-  #add(piece: Buffer, out: Buffer[]): void {
-    if (piece.length === 0) return;
-    if (this.#flowing) {
-      out.push(piece);
-      return;
-    }
-    this.#block.push(piece);
-    this.#blockLength += piece.length;
-  }
-
-  #takeBlock(out: Buffer[]): void {
-    if (this.#blockLength === 0) return;
-    out.push(this.#block.length === 1 ? this.#block[0]! : Buffer.concat(this.#block, this.#blockLength));
+  #takeBlock(): Buffer[] {
+    const block = this.#block;
     this.#block = [];
     this.#blockLength = 0;
+    return block;
   }
 }
+
+/** What `push` gives when nothing is ready (never written to). */
+const NOTHING: readonly Buffer[] = Object.freeze([]);
 
 const TERMINATOR = Buffer.from('.\r\n');
 const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n');

@@ -233,12 +233,10 @@ export class UpstreamConnection {
             return fail(err as Error);
           }
         }
-        for (const piece of stuffer.push(bytes)) {
-          if (!socket.write(piece) && !draining) {
-            draining = true;
-            body.pause();
-            socket.once('drain', onDrain);
-          }
+        if (!writeTogether(socket, stuffer.push(bytes)) && !draining) {
+          draining = true;
+          body.pause();
+          socket.once('drain', onDrain);
         }
       };
       const onDrain = () => {
@@ -248,11 +246,11 @@ export class UpstreamConnection {
       const onEnd = () => {
         settle();
         try {
-          if (filter) for (const piece of stuffer.push(filter.end())) socket.write(piece);
+          if (filter) writeTogether(socket, stuffer.push(filter.end()));
         } catch (err) {
           return reject(err as Error);
         }
-        socket.write(stuffer.end());
+        writeTogether(socket, stuffer.end());
         resolve();
       };
       const onClose = () => fail(this.#failure ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed', { step: 'body' }));
@@ -358,6 +356,20 @@ export class UpstreamConnection {
     }
     this.#socket.destroy();
   }
+}
+
+/**
+ * Writes pieces in one system call (`writev` under cork): a small body and its terminator go out
+ * together without being copied into one buffer. False when the socket wants a pause.
+ */
+function writeTogether(socket: net.Socket, pieces: readonly Buffer[]): boolean {
+  if (pieces.length === 0) return true;
+  if (pieces.length === 1) return socket.write(pieces[0]!);
+  socket.cork();
+  let ok = true;
+  for (const piece of pieces) ok = socket.write(piece);
+  socket.uncork();
+  return ok;
 }
 
 /** Of several replies (LMTP), a temporary failure if any, else a rejection if any, else the first. */
