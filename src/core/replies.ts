@@ -28,6 +28,11 @@ export function formatReply(reply: SmtpReply): string {
   return [reply.code, reply.enhanced, reply.text].filter((part) => part !== undefined && part !== '').join(' ');
 }
 
+/** The reply's words after its code: `2.0.0 Ok`, or the text alone without an enhanced code. */
+export function replyWords(reply: SmtpReply): string {
+  return reply.enhanced ? (reply.text ? `${reply.enhanced} ${reply.text}` : reply.enhanced) : reply.text;
+}
+
 const ENHANCED_RE = /^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)/;
 
 /** Splits `5.1.1 User unknown` into enhanced code and text, if the text starts with one. */
@@ -117,7 +122,7 @@ export class SmtpReplyError extends Error {
   constructor(readonly reply: SmtpReply) {
     // smtp-server prints `code message`; the enhanced code travels inside the message and the
     // inbound adapter keeps smtp-server from adding a second one.
-    super([reply.enhanced, reply.text].filter(Boolean).join(' '));
+    super(replyWords(reply));
     this.responseCode = reply.code;
   }
 }

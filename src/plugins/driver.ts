@@ -20,7 +20,9 @@ export type Route =
 
 /** Recipients whose routes share this key can be in one upstream transaction. */
 export function routeKey(route: Route): string | undefined {
-  return route.kind === 'deliver' ? route.to.map((d) => (d.kind === 'smtp' ? poolKeyOf(d) : d.label)).join(',') : undefined;
+  if (route.kind !== 'deliver') return undefined;
+  const key = (d: Destination) => (d.kind === 'smtp' ? poolKeyOf(d) : d.label);
+  return route.to.length === 1 ? key(route.to[0]!) : route.to.map(key).join(',');
 }
 
 export interface DriverOptions {

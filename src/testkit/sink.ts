@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
 import { patchSmtpServer } from '../core/inbound/smtp-server-patches.ts';
-import type { SmtpReply } from '../core/replies.ts';
+import { replyWords, type SmtpReply } from '../core/replies.ts';
 
 export interface CapturedMessage {
   readonly from: string;
@@ -77,7 +77,7 @@ export interface SinkOptions {
 class ReplyError extends Error {
   readonly responseCode: number;
   constructor(reply: SmtpReply) {
-    super([reply.enhanced, reply.text].filter(Boolean).join(' '));
+    super(replyWords(reply));
     this.responseCode = reply.code;
   }
 }

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from 'smtp-server';
 import type { SmtpDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
-import { isSuccess, Replies, replyClass, SmtpReplyError, type SmtpReply } from '../replies.ts';
+import { isSuccess, Replies, replyClass, replyWords, SmtpReplyError, type SmtpReply } from '../replies.ts';
 import type { ConnectionInfo } from '../../plugins/types.ts';
 import { patchSmtpServer, type ParsedAddressWithRaw } from './smtp-server-patches.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
@@ -354,6 +354,6 @@ function envelopeAddress(address: SMTPServerAddress): EnvelopeAddress {
 }
 
 function answer(callback: Callback, reply: SmtpReply): void {
-  if (isSuccess(reply)) callback(null, [reply.enhanced, reply.text].filter(Boolean).join(' '));
+  if (isSuccess(reply)) callback(null, replyWords(reply));
   else callback(new SmtpReplyError(reply));
 }

@@ -19,7 +19,7 @@
  *    (`smtp.greeting_delay_ms`, 0 by default); early talkers still get 421 during a delay.
  */
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import type { SmtpReply } from '../replies.ts';
+import { replyWords, type SmtpReply } from '../replies.ts';
 
 const ENHANCED_AT_START = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -63,7 +63,7 @@ export function patchSmtpServer(): void {
   proto[PATCHED] = true;
 
   const send = proto.send;
-  const sendReply = (conn: PatchableConnection, reply: SmtpReply) => send.call(conn, reply.code, [reply.enhanced, reply.text].filter(Boolean).join(' '), false);
+  const sendReply = (conn: PatchableConnection, reply: SmtpReply) => send.call(conn, reply.code, replyWords(reply), false);
   proto.send = function (this: PatchableConnection, code, data, context) {
     send.call(this, code, data, typeof data === 'string' && ENHANCED_AT_START.test(data) ? false : context);
     const { maxErrors, limitReplies } = this._server.options;

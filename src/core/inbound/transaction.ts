@@ -303,6 +303,7 @@ export class InboundTransaction {
 
   /** Copies due for this message: per destination, the recipients the primary accepted. */
   #copies(): CopyPlan {
+    if (!this.#accepted.some((a) => a.copies.length > 0)) return []; // pass-through: most mail
     const byDestination = new Map<string, { destination: Destination; recipients: EnvelopeAddress[] }>();
     for (const { recipient, copies } of this.#accepted) {
       for (const destination of copies) {
