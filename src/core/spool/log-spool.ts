@@ -338,6 +338,10 @@ export class LogSpool implements Spool {
     return this.#jobs.values();
   }
 
+  cachedBody(id: string): Buffer | undefined {
+    return this.#bodies.get(id);
+  }
+
   openBody(id: string): Readable {
     const cached = this.#bodies.get(id);
     if (cached) return Readable.from([cached]);

@@ -97,6 +97,8 @@ export interface Spool {
   jobs(): Iterable<CopyJob>;
   /** The stored body of a message. */
   openBody(id: string): Readable;
+  /** The body, when it is held in memory (most small messages): sent from there without a stream. */
+  cachedBody(id: string): Buffer | undefined;
   /** Whether the job's message is still on disk; forgets it if not (deleted by an administrator). */
   stillQueued(job: CopyJob): Promise<boolean>;
   /** Moves a copy's next attempt (in memory only: after a restart it is due at once). */

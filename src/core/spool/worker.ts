@@ -184,7 +184,7 @@ export class CopyWorker {
     let final;
     try {
       // Opened on 354 only, and always closed: a refused DATA must not leak a file descriptor.
-      final = await tx.data(() => this.#spool.openBody(record.id));
+      final = await tx.data(() => this.#spool.cachedBody(record.id) ?? this.#spool.openBody(record.id));
     } catch (err) {
       return this.#outcome(job, refused, refusedWhy.join('; '), [...accepted, ...deferred], (err as Error).message);
     }

@@ -195,7 +195,7 @@ export class UpstreamConnection {
    * not read to its end; a stream passed in stays its owner's, who reads it to its end.
    */
   async data(
-    source: Readable | (() => Readable),
+    source: Readable | (() => Readable | Buffer),
     timeoutMs: number,
     finalTimeoutMs: number,
     options: { finalReplies?: number; sent?: Promise<UpstreamReply>; filter?: BodyFilter } = {},
@@ -212,16 +212,31 @@ export class UpstreamConnection {
       return go;
     }
     const owned = typeof source === 'function';
-    const body = owned ? source() : source;
+    const made = owned ? source() : source;
     // The final reply cannot come before the terminator is written, so its clock starts then.
     // LMTP answers once per accepted recipient; one verdict is made of them (the worst).
     const finals = Array.from({ length: Math.max(1, finalReplies) }, () => this.#expect('final', finalTimeoutMs, false));
     const final = Promise.all(finals).then(worstReply);
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
-    // The body is read here and written straight to the socket (no stream stage in between),
-    // with backpressure: the body pauses while the socket's buffer is full.
     const stuffer = new DotStuffer();
     const socket = this.#socket;
+    if (Buffer.isBuffer(made)) {
+      // Already in memory (a spooled copy): out at once, no stream to read.
+      try {
+        writeTogether(socket, stuffer.push(filter ? filter.push(made) : made));
+        if (filter) writeTogether(socket, stuffer.push(filter.end()));
+      } catch (err) {
+        const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, (err as Error).message, { cause: err, step: 'body' });
+        this.destroy(failure); // before the terminator
+        throw failure;
+      }
+      writeTogether(socket, stuffer.end());
+      this.#armHeadTimer();
+      return final;
+    }
+    const body = made;
+    // The body is read here and written straight to the socket (no stream stage in between),
+    // with backpressure: the body pauses while the socket's buffer is full.
     await new Promise<void>((resolve, reject) => {
       let draining = false;
       const onData = (chunk: Buffer) => {

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { MaildirDestination } from '../destination.ts';
 import type { EnvelopeAddress } from '../envelope.ts';
 import { ErrorCodes, GsdError } from '../errors.ts';
@@ -46,8 +46,9 @@ export class MaildirTransaction {
     return ok('Recipient OK');
   }
 
-  async data(source: Readable | (() => Readable)): Promise<UpstreamReply> {
-    const body = typeof source === 'function' ? source() : source;
+  async data(source: Readable | (() => Readable | Buffer)): Promise<UpstreamReply> {
+    const made = typeof source === 'function' ? source() : source;
+    const body = Buffer.isBuffer(made) ? Readable.from([made]) : made;
     const name = `${Math.floor(Date.now() / 1000)}.M${process.hrtime.bigint() % 1000000n}P${process.pid}Q${++sequence}R${randomBytes(4).toString('hex')}.${hostname().replace(/[/:]/g, '_')}`;
     const tmp = join(this.destination.path, 'tmp', name);
     try {

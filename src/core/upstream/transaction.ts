@@ -43,8 +43,11 @@ export interface DeliveryTransaction {
    * pipelines, MAIL FROM, every RCPT TO and DATA go in one write.
    */
   rcptAll(recipients: readonly EnvelopeAddress[]): Promise<UpstreamReply[]>;
-  /** Sends the body (or opens it, when the destination is ready for it) and returns the final reply. */
-  data(body: Readable | (() => Readable)): Promise<UpstreamReply>;
+  /**
+   * Sends the body (or opens it, when the destination is ready for it) and returns the final
+   * reply. A body already in memory may come as a Buffer.
+   */
+  data(body: Readable | (() => Readable | Buffer)): Promise<UpstreamReply>;
   /** Abandons the transaction; the connection (if any) is reset before reuse. */
   abort(): void;
   /** Abandons the transaction and its connection. */
@@ -247,7 +250,7 @@ export class UpstreamTransaction implements DeliveryTransaction {
    * `filter` sees every chunk on the way and may throw to fail the message (before the dot); the
    * body is then left unread for its owner to drain.
    */
-  async data(body: Readable | (() => Readable), filter?: BodyFilter): Promise<UpstreamReply> {
+  async data(body: Readable | (() => Readable | Buffer), filter?: BodyFilter): Promise<UpstreamReply> {
     const conn = this.#connection();
     this.#conn = undefined;
     try {
