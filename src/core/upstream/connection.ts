@@ -220,39 +220,47 @@ export class UpstreamConnection {
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
     const stuffer = new DotStuffer();
     const socket = this.#socket;
-    if (Buffer.isBuffer(made)) {
-      // Already in memory (a spooled copy): out at once, no stream to read.
-      try {
-        writeTogether(socket, stuffer.push(filter ? filter.push(made) : made));
-        if (filter) writeTogether(socket, stuffer.push(filter.end()));
-      } catch (err) {
-        const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, (err as Error).message, { cause: err, step: 'body' });
-        this.destroy(failure); // before the terminator
-        throw failure;
-      }
+    // Through the filter, dot-stuffed, straight to the socket (no stream stage); `filter` may throw.
+    const send = (chunk: Buffer) => writeTogether(socket, stuffer.push(filter ? filter.push(chunk) : chunk));
+    const finish = () => {
+      if (filter) writeTogether(socket, stuffer.push(filter.end()));
       writeTogether(socket, stuffer.end());
-      this.#armHeadTimer();
-      return final;
+    };
+    try {
+      if (Buffer.isBuffer(made)) {
+        // Already in memory (a spooled copy): out at once.
+        send(made);
+        finish();
+      } else {
+        await this.#stream(made, send, finish);
+      }
+    } catch (err) {
+      if (owned && !Buffer.isBuffer(made)) made.destroy();
+      const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, (err as Error).message, { cause: err, step: 'body' });
+      this.destroy(failure); // before the terminator: the upstream discards the partial message
+      throw failure;
     }
-    const body = made;
-    // The body is read here and written straight to the socket (no stream stage in between),
-    // with backpressure: the body pauses while the socket's buffer is full.
-    await new Promise<void>((resolve, reject) => {
+    this.#armHeadTimer();
+    return final;
+  }
+
+  /**
+   * Reads `body` to its end into `send`, then `finish`es, with backpressure: the body pauses
+   * while the socket's buffer is full. Rejects if the body or the connection fails first.
+   */
+  #stream(body: Readable, send: (chunk: Buffer) => boolean, finish: () => void): Promise<void> {
+    const socket = this.#socket;
+    return new Promise<void>((resolve, reject) => {
       let draining = false;
       const onData = (chunk: Buffer) => {
-        let bytes = chunk;
-        if (filter) {
-          try {
-            bytes = filter.push(chunk);
-          } catch (err) {
-            return fail(err as Error);
-          }
+        try {
+          if (send(chunk) || draining) return;
+        } catch (err) {
+          return fail(err as Error);
         }
-        if (!writeTogether(socket, stuffer.push(bytes)) && !draining) {
-          draining = true;
-          body.pause();
-          socket.once('drain', onDrain);
-        }
+        draining = true;
+        body.pause();
+        socket.once('drain', onDrain);
       };
       const onDrain = () => {
         draining = false;
@@ -261,12 +269,11 @@ export class UpstreamConnection {
       const onEnd = () => {
         settle();
         try {
-          if (filter) writeTogether(socket, stuffer.push(filter.end()));
+          finish();
+          resolve();
         } catch (err) {
-          return reject(err as Error);
+          reject(err as Error);
         }
-        writeTogether(socket, stuffer.end());
-        resolve();
       };
       const onClose = () => fail(this.#failure ?? new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed', { step: 'body' }));
       const settle = () => {
@@ -287,14 +294,7 @@ export class UpstreamConnection {
       socket.once('close', onClose);
       body.on('data', onData);
       body.resume(); // this is the body's only reader
-    }).catch((err: Error) => {
-      if (owned) body.destroy();
-      const failure = err instanceof GsdError ? err : new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err, step: 'body' });
-      this.destroy(failure); // before the terminator: the upstream discards the partial message
-      throw failure;
     });
-    this.#armHeadTimer();
-    return final;
   }
 
   /** Ends the connection politely: QUIT, then close, without waiting long. */
