@@ -221,7 +221,8 @@ export class InboundTransaction {
     let reply: SmtpReply;
     if (!writer && tx instanceof UpstreamTransaction) {
       // No copies, an SMTP primary: the client's stream is read by the upstream connection itself
-      // and canonicalized chunk by chunk on the way, with no stream stage in between.
+      // and canonicalized chunk by chunk on the way, with no stream stage in between. (A Maildir
+      // primary reads with `for await`, which would destroy the client's stream on a failure.)
       const canonical = new Canonicalizer(options);
       try {
         reply = passThrough(await tx.data(input, canonical));
@@ -263,6 +264,7 @@ export class InboundTransaction {
     // The body may fail while DATA is still on its way upstream, before anyone reads it; the
     // upstream connection sees the failure through `errored` then, so it must not throw here.
     if (!writer) {
+      // A Maildir primary without copies.
       canonical.on('error', () => undefined);
       canonical.once('end', () => {
         this.#size = canonical.bytes;
