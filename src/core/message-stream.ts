@@ -146,7 +146,7 @@ function normalizeLineEndings(buf: Buffer): Buffer {
  * A body up to this size is written upstream in one piece with its terminator: on loopback and
  * LANs each socket write is a system call that also wakes the receiver, and most mail is small.
  */
-export const WIRE_BLOCK_BYTES = 64 * 1024;
+const WIRE_BLOCK_BYTES = 64 * 1024;
 
 /**
  * Dot-stuffs a canonical (CRLF-only) body and terminates it for the DATA phase, as plain calls
