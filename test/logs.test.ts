@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
-import { BIN } from './helpers/child-router.ts';
+import { BIN, startChildRouter } from './helpers/child-router.ts';
 import { capturingLogger, eventually, router, sink } from './helpers/fixtures.ts';
 
 describe('logs', () => {
@@ -57,6 +57,25 @@ describe('logs', () => {
 
     assert.ok(!capture.text().includes(secret), 'no message body in the logs');
     assert.ok(!capture.text().includes('Hello from the test suite'), 'no message body in the logs');
+  });
+
+  test("piped logs go out in batches, yet an idle router's last line shows within a moment", async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'gosmtp-dup-logpipe-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const primary = await sink(t);
+    const child = await startChildRouter(t, dir, {
+      smtp: { listen: '127.0.0.1:0' },
+      relay: { destination_primary: primary.label },
+      queue: { dir: join(dir, 'q') },
+      log: { level: 'info' },
+    });
+    await sendMail(child.port, { from: 'alice@example.com', to: ['bob@example.net'], body: sampleMessage('one line') });
+    // One short line is far below the batch size: only the periodic flush can bring it out.
+    const line = await child.waitForLine((l) => l.msg === 'transaction', 3000);
+    assert.match(String(line.verdict), /^250 /);
+    child.proc.kill('SIGTERM');
+    assert.equal(await child.exited, 0);
+    assert.ok(child.lines.some((l) => l.msg === 'gosmtp-dup stopped'), 'the last lines are flushed at exit');
   });
 
   test('on a terminal the logs are human-readable, not JSON', async (t) => {

@@ -8,12 +8,16 @@ export type { Logger };
 
 export function createLogger(level: string, options: { pretty?: boolean } = {}): Logger {
   const pretty = options.pretty ?? Boolean(process.stdout.isTTY);
-  // Asynchronous: a line is written at once when no write is in flight, and lines that arrive
-  // meanwhile go out together in the next write (under load, one write for many transactions,
-  // off the event loop). Flushed synchronously when the process exits, crash included; only a
-  // SIGKILL can lose what was waiting. If stdout stops being read, at most 16 MiB wait (then
-  // lines are dropped rather than memory growing without bound).
-  if (!pretty) return pino({ level, base: { name: 'gosmtp-dup' } }, pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 }));
+  // Asynchronous and batched: lines gather in memory and go out in writes of at least 4 KiB, or
+  // every 200 ms, whichever comes first (an idle router's line still shows within 200 ms). Under
+  // load that is one write, and one wake-up of whatever reads stdout (journald, a pipe), per ~15
+  // transactions instead of one each. Flushed synchronously when the process exits, crash
+  // included; only a SIGKILL can lose what was waiting. If stdout stops being read, at most 16 MiB
+  // wait (then lines are dropped rather than memory growing without bound).
+  if (!pretty) {
+    const destination = pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 200, maxLength: 16 * 1024 * 1024 });
+    return pino({ level, base: { name: 'gosmtp-dup' } }, destination);
+  }
   return pino({
     level,
     base: undefined,

@@ -198,6 +198,7 @@ export async function startRouter(options: StartOptions): Promise<Router> {
       },
       'gosmtp-dup listening',
     );
+    log.flush?.(); // whoever waits for this line (systemd, a script) sees it now, not with the next batch
 
     return {
       address,
