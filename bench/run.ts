@@ -151,6 +151,8 @@ async function main(): Promise<void> {
   const backups = [await newSink(), await newSink()];
   /** workload, direct msg/s, gosmtp-dup msg/s, ratio, the relay's peak RSS in MiB */
   const rows: Array<[string, number, number, string, number]> = [];
+  /** Per workload, each round's relay/direct: how far the machine's noise moves one ratio. */
+  const roundLines: string[] = [];
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const workloads = [
     { name: 'pass-through, persistent', backups: [] as string[], route: false, persistent: true },
@@ -179,9 +181,11 @@ async function main(): Promise<void> {
       // Every message the router accepts gets a copy per backup: the bench waits for them by count.
       let copiesDue = 0;
       const allCopies = () => router.copiesDelivered(copiesDue);
-      await source(`127.0.0.1:${router.port}`, { ...options, messages: 300 });
-      copiesDue += 300 * workload.backups.length;
-      if (withHaraka) await source(`127.0.0.1:${withHaraka.port}`, { ...options, messages: 300 });
+      // Warm as a router in service is (and as the latency router below): V8 compiles its hot
+      // paths over the first few thousand messages, and a cold first round skews the median.
+      await source(`127.0.0.1:${router.port}`, options);
+      copiesDue += MESSAGES * workload.backups.length;
+      if (withHaraka) await source(`127.0.0.1:${withHaraka.port}`, options);
       await allCopies();
       const direct: number[] = [];
       const via: number[] = [];
@@ -199,6 +203,7 @@ async function main(): Promise<void> {
         await allCopies();
         sustained.push(rate(MESSAGES, Number(process.hrtime.bigint() - started) / 1e6));
       }
+      roundLines.push(`${workload.name}: ${via.map((v, i) => (v / direct[i]!).toFixed(3)).join(' ')}`);
       const peakMiB = await peakRssMiB(router.proc.pid!);
       rows.push([workload.name, median(direct), median(via), (median(via) / median(direct)).toFixed(3), peakMiB]);
       if (sustained.length > 0) {
@@ -232,6 +237,11 @@ async function main(): Promise<void> {
   } else if (runs('haraka')) {
     console.log('');
     console.log('Haraka: not installed (BENCH_HARAKA=1 npm run bench installs it into .bench-tools/haraka)');
+  }
+  if (roundLines.length > 0) {
+    console.log('');
+    console.log('each round, relay / direct:');
+    for (const line of roundLines) console.log(`  ${line}`);
   }
   console.log('');
   for (const line of lines) console.log(line);
