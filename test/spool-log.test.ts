@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFile, mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,7 +44,8 @@ function makeBody(bytes: number): Buffer {
 
 /** Opens a spool on `dir`, closed when the test ends (closing twice is harmless). */
 async function openSpool(t: TestContext, dir: string, options: { owner?: boolean; segmentBytes?: number } = {}): Promise<LogSpool> {
-  const spool = new LogSpool(dir, silentLogger(), options.segmentBytes === undefined ? {} : { segmentBytes: options.segmentBytes });
+  // Small segments are for exercising deletion and compaction: compacted as soon as they qualify.
+  const spool = new LogSpool(dir, silentLogger(), options.segmentBytes === undefined ? {} : { segmentBytes: options.segmentBytes, compactAfterMs: 0 });
   await spool.open(options.owner ? { owner: true } : {});
   t.after(() => spool.close().catch(() => undefined));
   return spool;
@@ -414,6 +415,56 @@ describe('spool log: segments', () => {
     await again.close();
     const last = await openSpool(t, dir, { owner: true, segmentBytes: 64 * KiB });
     assert.deepEqual(last.pending(), []);
+  });
+
+  test('a delivered mark is written without an fdatasync of its own; a commit is fsync\'d', async (t) => {
+    const dir = await tempDir(t);
+    const spool = await openSpool(t, dir, { owner: true });
+    const ids = ['MARK0000', 'MARK0001', 'MARK0002'];
+    for (const id of ids) await store(spool, id, makeBody(KiB), [['a@example.net'], ['b@example.net']]);
+    // Every FileHandle shares one prototype: count the segment log's fdatasyncs from here on.
+    const probe = await open(join(await tempDir(t), 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    let calls = 0;
+    proto.datasync = function (this: unknown) {
+      calls++;
+      return datasync.call(this);
+    };
+    t.after(() => {
+      proto.datasync = datasync;
+    });
+    // The first copy of each delivered: marks only, the messages stay for their second copies.
+    for (const id of ids) await spool.settle(job(spool, id, 0), {});
+    assert.equal(calls, 0, 'delivered marks are not fsync\'d on their own');
+    await store(spool, 'MARK0009', makeBody(KiB));
+    assert.ok(calls >= 1, 'a new message is fsync\'d before its commit resolves');
+    await spool.close();
+    // Written all the same: a restart of the process finds the marks.
+    const again = await openSpool(t, dir, { owner: true });
+    assert.deepEqual(pendingKeys(again).sort(), ['MARK0000.1', 'MARK0001.1', 'MARK0002.1', 'MARK0009.0']);
+  });
+
+  test('a young segment is not compacted: the copies still going out finish it by themselves', async (t) => {
+    // Half of every segment delivered: each qualifies for compaction by what is live in it.
+    const compactions = async (compactAfterMs: number) => {
+      const dir = await tempDir(t);
+      const captured = capturingLogger();
+      const spool = new LogSpool(dir, captured.logger, { segmentBytes: 64 * KiB, compactAfterMs });
+      await spool.open({ owner: true });
+      t.after(() => spool.close().catch(() => undefined));
+      const ids: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        ids.push(`YOUNG${String(i).padStart(3, '0')}`);
+        await store(spool, ids.at(-1)!, makeBody(10 * KiB));
+      }
+      for (const id of ids.filter((_id, i) => i % 2 === 0)) await spool.settle(job(spool, id), {});
+      await spool.close(); // waits for the maintenance the deliveries started
+      return captured.lines.filter((l) => l.msg === 'spool segment compacted').length;
+    };
+    assert.ok((await compactions(0)) > 0, 'the same segments are compacted once they are old enough');
+    assert.equal(await compactions(60_000), 0, 'nothing is rewritten while the segments are young');
   });
 
   test('compaction copes with a message finishing while it reads another one from disk', async (t) => {

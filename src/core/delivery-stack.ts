@@ -34,7 +34,7 @@ export function deliveryStack(config: Config, log: Logger): DeliveryStack {
     destinations,
     health,
     timeouts,
-    pool: new UpstreamPool({ timeoutMs: timeouts.timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 16, health }),
+    pool: new UpstreamPool({ timeoutMs: timeouts.timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 100, health }),
     worker: {
       ...timeouts,
       retryInitialMs: config.queue.retry_initial_seconds * 1000,

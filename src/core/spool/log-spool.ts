@@ -43,6 +43,12 @@ const FRESH: CopyState = { attempts: 0, nextAttemptAt: 0 };
 const MEMORY_BODY_BYTES = 128 * 1024;
 /** At most this much of such bodies is kept in memory for the copies still to send. */
 const BODY_CACHE_BYTES = 64 * 1024 * 1024;
+/**
+ * A sealed segment is compacted only once it is this old. Until then its live messages are mostly
+ * copies still on their way (a backlog of seconds under load), which finish by themselves and
+ * leave the segment to be deleted whole; rewriting them would write every body twice.
+ */
+const COMPACT_AFTER_MS = 30_000;
 /** How long `queue delete` waits for a running router to act on its request. */
 const REQUEST_WAIT_MS = 10_000;
 
@@ -81,6 +87,8 @@ interface SegmentUse {
   readonly refs: Set<number>;
   /** Body streams open on it. */
   readers: number;
+  /** When it stopped taking entries in this process's life (unset: sealed before a restart). */
+  sealedAt?: number;
 }
 
 export class LogSpool implements Spool {
@@ -106,10 +114,15 @@ export class LogSpool implements Spool {
   #checkingRequests: Promise<void> | undefined;
   #closed = false;
   readonly #segmentBytes: number | undefined;
+  readonly #compactAfterMs: number;
 
-  /** `segmentBytes`: when the head segment is sealed (tests use small ones to exercise compaction). */
-  constructor(dir: string, log: Logger, options: { segmentBytes?: number } = {}) {
+  /**
+   * `segmentBytes`: when the head segment is sealed; `compactAfterMs`: how old a sealed segment
+   * must be to be compacted (tests use small and young ones to exercise compaction).
+   */
+  constructor(dir: string, log: Logger, options: { segmentBytes?: number; compactAfterMs?: number } = {}) {
     this.#segmentBytes = options.segmentBytes;
+    this.#compactAfterMs = options.compactAfterMs ?? COMPACT_AFTER_MS;
     this.#dir = dir;
     this.#logDir = join(dir, 'log');
     this.#bodiesDir = join(dir, 'bodies');
@@ -145,7 +158,15 @@ export class LogSpool implements Spool {
       else this.#queue(id, message);
     }
     if (!options.owner) return;
-    this.#writer = new SegmentLog(this.#logDir, (seqs.at(-1) ?? 0) + 1, () => this.#maintain(), this.#segmentBytes);
+    this.#writer = new SegmentLog(
+      this.#logDir,
+      (seqs.at(-1) ?? 0) + 1,
+      (sealed) => {
+        this.#use(sealed).sealedAt = Date.now();
+        void this.#maintain();
+      },
+      this.#segmentBytes,
+    );
     await this.#migrateLegacy();
     // Large bodies whose message was never committed, or finished just before a crash.
     for (const name of await readdir(this.#bodiesDir)) {
@@ -155,6 +176,7 @@ export class LogSpool implements Spool {
     this.#watcher = setInterval(() => {
       this.#sealIdle();
       void this.#requests();
+      void this.#maintain(); // segments that came of age for compaction
     }, 1000);
     this.#watcher.unref();
     await this.#maintain();
@@ -223,7 +245,11 @@ export class LogSpool implements Spool {
   /** Appends an entry about a message that is already in the log. */
   #append(type: 'C' | 'S' | 'D' | 'X', message: StoredMessage, change: object): Promise<void> {
     const writer = this.#requireWriter();
-    const { segment, durable } = writer.append(type, [Buffer.from(JSON.stringify({ id: message.record.id, ...change }))]);
+    // A copy's progress (S) and delivered mark (D) are not fsync'd on their own (as Postfix): a
+    // crash of the process loses nothing, a power cut can only make a copy go out again. The
+    // message (M), its commit (C) and an abort (X) are.
+    const sync = type !== 'S' && type !== 'D';
+    const { segment, durable } = writer.append(type, [Buffer.from(JSON.stringify({ id: message.record.id, ...change }))], sync);
     // Both places the message may be found at the next start-up must outlive this entry.
     for (const home of [message.segment, message.moving]) if (home && home !== segment) this.#use(segment).refs.add(home.seq);
     return durable;
@@ -610,9 +636,10 @@ export class LogSpool implements Spool {
     return this.#maintaining;
   }
 
-  /** Sealed segments at most half live: their live messages are rewritten at the head. */
+  /** Sealed segments at most half live (and old enough): their live messages are rewritten at the head. */
   async #compact(): Promise<void> {
     const head = this.#writer!.active.seq;
+    const now = Date.now();
     // Finished segments kept only because their entries speak about a segment's messages.
     const pinned = new Map<number, number>();
     for (const other of this.#segments.values()) {
@@ -622,6 +649,7 @@ export class LogSpool implements Spool {
     for (const use of [...this.#segments.values()]) {
       const { segment } = use;
       if (segment.seq >= head || use.live.size === 0) continue;
+      if (use.sealedAt !== undefined && now - use.sealedAt < this.#compactAfterMs) continue;
       // Rewritten when at most half of it is live, or when rewriting it frees more than it
       // costs: a slow copy must not keep finished segments on disk, one after another.
       if (use.liveBytes * 2 > segment.size && use.liveBytes > (pinned.get(segment.seq) ?? 0)) continue;

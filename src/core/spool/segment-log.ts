@@ -59,6 +59,8 @@ export async function* readSegment(path: string): AsyncGenerator<LogEntry> {
 interface Pending {
   readonly segment: Segment;
   readonly buffers: Buffer[];
+  /** The entry must be on disk before `durable` resolves (else written is enough). */
+  readonly sync: boolean;
   /** The write returned: the entry is in the kernel's cache (a full disk would have failed it). */
   written(): void;
   resolve(): void;
@@ -109,9 +111,13 @@ export class SegmentLog {
 
   /**
    * Queues one entry. Its place in the log is fixed now, so that entries appended in one tick
-   * reach the disk in that order; `durable` says when they are there.
+   * reach the disk in that order; `durable` says when they are there. With `sync: false` the
+   * entry is only written (`durable` resolves then): it reaches the disk with the next synced
+   * batch of its segment, or when the kernel writes it back. For entries whose loss in a power cut
+   * costs a repeat, never a loss (a copy's delivered mark): a batch of only such entries costs
+   * no fdatasync.
    */
-  append(type: string, parts: readonly Buffer[]): Appended {
+  append(type: string, parts: readonly Buffer[], sync = true): Appended {
     if (this.#closed) throw new Error('the spool log is closed');
     let length = 0;
     for (const part of parts) length += part.length;
@@ -134,7 +140,7 @@ export class SegmentLog {
     });
     writtenPromise.catch(() => undefined); // the same failure reaches `durable`, which callers await
     const durable = new Promise<void>((resolve, reject) => {
-      this.#queue.push({ segment, buffers: [header, ...parts], written, resolve, reject: (err) => (notWritten(err), reject(err)) });
+      this.#queue.push({ segment, buffers: [header, ...parts], sync, written, resolve, reject: (err) => (notWritten(err), reject(err)) });
     }).finally(() => {
       segment.queued--;
     });
@@ -167,7 +173,7 @@ export class SegmentLog {
         const expected = buffers.reduce((sum, buffer) => sum + buffer.length, 0);
         if (bytesWritten !== expected) throw new Error(`short write to ${segment.path}: ${bytesWritten} of ${expected} bytes`);
         for (const p of batch) p.written();
-        await handle.datasync();
+        if (batch.some((p) => p.sync)) await handle.datasync();
         segment.written += expected;
         for (const p of batch) p.resolve();
       } catch (err) {
