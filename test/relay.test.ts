@@ -143,6 +143,22 @@ describe('primary pass-through', () => {
     assert.equal(forgetful.connections(), 3, 'each reuse found the connection gone and opened a new one');
   });
 
+  test('twenty senders at once keep their upstream connections: a second wave opens none', async (t) => {
+    // The final reply waits a moment, so that all twenty transactions are open at the same time.
+    const upstream = await rawServer(t, { replyDelayMs: { BODY: 150 } });
+    const r = await router(t, { config: { relay: { destination_primary: upstream.label } } });
+    const wave = async (name: string) => {
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => sendMail(r.port, { from: FROM, to: [`${name}${i}@example.net`], body: sampleMessage(`${name}${i}`) })));
+      for (const result of results) assert.equal(result.data?.code, 250, JSON.stringify(result));
+    };
+    await wave('first');
+    const opened = upstream.connections();
+    assert.equal(opened, 20, 'twenty transactions at once, twenty upstream connections');
+    await wave('second');
+    assert.equal(upstream.connections(), opened, 'the second wave reused the first one\'s connections');
+    assert.equal(upstream.messages.length, 40);
+  });
+
   test('a primary that never answers the final dot yields 451 after relay.data_timeout_seconds', async (t) => {
     const hang = await rawServer(t, 'hangAfterBody');
     const r = await router(t, { config: { relay: { destination_primary: hang.label, data_timeout_seconds: 0.5 } } });

@@ -34,6 +34,9 @@ export function deliveryStack(config: Config, log: Logger): DeliveryStack {
     destinations,
     health,
     timeouts,
+    // Up to 100 idle connections per destination (its max_connections caps them too): while
+    // senders are busy, one closed on release is opened again for the next message. The sweeper
+    // closes any left unused for 10 s.
     pool: new UpstreamPool({ timeoutMs: timeouts.timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 100, health }),
     worker: {
       ...timeouts,
