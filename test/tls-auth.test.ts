@@ -3,12 +3,14 @@
  * rate-limited failures), with nodemailer as a real client.
  */
 import assert from 'node:assert/strict';
+import { copyFileSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import { describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../src/core/auth/password.ts';
 import { ConfigError, validateConfig } from '../src/core/config/load.ts';
+import { readTlsFiles, watchTlsFiles, type TlsMaterial } from '../src/core/inbound/tls-files.ts';
 import { sampleMessage, SmtpTestClient } from '../src/testkit/index.ts';
 import { selfSigned } from './helpers/certs.ts';
 import { capturingLogger, eventually, router, sink, tempDir } from './helpers/fixtures.ts';
@@ -133,6 +135,24 @@ describe('inbound TLS and AUTH', async () => {
     await copyFile(second.cert, live.cert);
     await eventually(() => capture.lines.some((l) => l.msg === 'TLS certificate reloaded'), 5000, 'certificate reload');
     assert.equal(await peerName(), 'second');
+  });
+
+  test('files replaced the moment the watch starts are still picked up', async (t) => {
+    const dir = await tempDir(t);
+    const first = await selfSigned(dir, 'first');
+    const second = await selfSigned(dir, 'second');
+    const live = { cert: `${dir}/live-cert.pem`, key: `${dir}/live-key.pem` };
+    copyFileSync(first.cert, live.cert);
+    copyFileSync(first.key, live.key);
+    const inUse = await readTlsFiles(live);
+    const changed: TlsMaterial[] = [];
+    const stop = watchTlsFiles(live, inUse, (material) => changed.push(material), (err) => assert.fail(err));
+    t.after(stop);
+    // Before the watcher could read anything itself: what is in use is what it compares with.
+    copyFileSync(second.key, live.key);
+    copyFileSync(second.cert, live.cert);
+    await eventually(() => changed.length > 0, 5000, 'the renewal noticed');
+    assert.ok(changed[0]!.cert.equals((await readTlsFiles({ cert: second.cert, key: second.key })).cert));
   });
 
   test('TLS misconfiguration is a configuration error naming the key', async (t) => {

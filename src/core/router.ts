@@ -161,10 +161,11 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     );
     const { smtp: address, tls: tlsAddress, lmtp: lmtpAddress } = await listener.listen();
     cleanups.push(() => listener.drain());
-    if (config.smtp.tls) {
+    if (config.smtp.tls && tls) {
       const files = config.smtp.tls;
       const stopWatching = watchTlsFiles(
         files,
+        tls,
         (material) => {
           listener.updateTls(material);
           log.info({ cert: files.cert }, 'TLS certificate reloaded');

@@ -30,27 +30,37 @@ export async function readTlsFiles(files: { cert: string; key: string }): Promis
   return material;
 }
 
+function fingerprint(material: TlsMaterial): string {
+  return material.cert.toString('base64') + material.key.toString('base64');
+}
+
 /**
- * Calls `onChange` with fresh material when the files change (debounced); returns a stop
- * function. The folders are watched, not the files: renewals replace files by rename or swap a
- * symlink (certbot), which a watch on the old file would never see.
+ * Calls `onChange` with fresh material when the files change from `current` (debounced);
+ * returns a stop function. The folders are watched, not the files: renewals replace files by
+ * rename or swap a symlink (certbot), which a watch on the old file would never see.
  */
-export function watchTlsFiles(files: { cert: string; key: string }, onChange: (material: TlsMaterial) => void, onError: (err: Error) => void): () => void {
+export function watchTlsFiles(
+  files: { cert: string; key: string },
+  current: TlsMaterial,
+  onChange: (material: TlsMaterial) => void,
+  onError: (err: Error) => void,
+): () => void {
   let timer: NodeJS.Timeout | undefined;
-  let last = '';
+  // What is in use now, known before the first event (a read of its own here could finish after
+  // a renewal and take the new files for the old ones).
+  let last = fingerprint(current);
   const reload = () => {
     clearTimeout(timer);
     // Certificate renewals write two files; wait for both, and act only if the content changed.
     timer = setTimeout(() => {
       readTlsFiles(files).then((material) => {
-        const fingerprint = material.cert.toString('base64') + material.key.toString('base64');
-        if (fingerprint === last) return;
-        last = fingerprint;
+        const seen = fingerprint(material);
+        if (seen === last) return;
+        last = seen;
         onChange(material);
       }, onError);
     }, 200);
   };
-  void readTlsFiles(files).then((material) => (last = material.cert.toString('base64') + material.key.toString('base64')), () => undefined);
   const folders = [...new Set([dirname(files.cert), dirname(files.key)])];
   const watchers: FSWatcher[] = folders.map((folder) => watch(folder, reload));
   for (const w of watchers) w.on('error', onError);
