@@ -117,10 +117,12 @@ export async function startRouter(options: StartOptions): Promise<Router> {
     let driver = await createDriver(config, stack, log, options);
     cleanups.push(() => driver.close());
 
-    const metrics = new Metrics();
+    // Counted only when something can read them: without `metrics.listen` there is no /metrics,
+    // and no reason for per-message counting or the event-loop monitor's wake-ups 100 times a second.
+    const metrics = config.metrics.listen ? new Metrics() : undefined;
     const journal = new Journal(config.queue.dir);
     cleanups.push(() => journal.close());
-    const events = fanOut(metrics, journal);
+    const events = metrics ? fanOut(metrics, journal) : journal;
     // Copies resolve their destinations through the current configuration, reloads included.
     let registry = stack.destinations;
     const worker = new CopyWorker(spool, stack.pool, { ...stack.worker, resolve: (copy) => registry.forCopy(copy) }, log.child({ component: 'copies' }), events);
@@ -175,14 +177,14 @@ export async function startRouter(options: StartOptions): Promise<Router> {
       cleanups.push(stopWatching);
     }
     worker.start();
-    metrics.attach({
-      pendingCopies: () => spool.pending().map((job) => ({ destination: job.record.copies[job.index]!.destination, createdAt: job.record.createdAt })),
-      deadLetters: () => spool.deadLetters(),
-      circuits: () => stack.health.snapshot(),
-      openConnections: () => listener.connectionCount(),
-    });
     let ops: OpsListener | undefined;
-    if (config.metrics.listen) {
+    if (config.metrics.listen && metrics) {
+      metrics.attach({
+        pendingCopies: () => spool.pending().map((job) => ({ destination: job.record.copies[job.index]!.destination, createdAt: job.record.createdAt })),
+        deadLetters: () => spool.deadLetters(),
+        circuits: () => stack.health.snapshot(),
+        openConnections: () => listener.connectionCount(),
+      });
       ops = await startOpsListener(listenAddress(config.metrics.listen), metrics, {
         checks: async () => ({ listening: !closing, spoolWritable: await spool.writable(), configLoaded: true }),
       });
