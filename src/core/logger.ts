@@ -15,7 +15,12 @@ export function createLogger(level: string, options: { pretty?: boolean } = {}):
   // included; only a SIGKILL can lose what was waiting. If stdout stops being read, at most 16 MiB
   // wait (then lines are dropped rather than memory growing without bound).
   if (!pretty) {
-    const destination = pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 200, maxLength: 16 * 1024 * 1024 });
+    const destination = pino.destination({ dest: 1, sync: false, minLength: 4096, maxLength: 16 * 1024 * 1024 });
+    // Not sonic-boom's `periodicFlush`: that writes even when nothing waits (an empty write to
+    // stdout five times a second on an idle router). `_len` is sonic-boom's count of waiting
+    // bytes; were it ever gone, this flushes every time, as `periodicFlush` does.
+    const waiting = () => (destination as unknown as { _len?: number })._len ?? 1;
+    setInterval(() => waiting() > 0 && destination.flush(), 200).unref();
     return pino({ level, base: { name: 'gosmtp-dup' } }, destination);
   }
   return pino({
