@@ -111,7 +111,7 @@ export class SegmentLog {
 
   /**
    * Queues one entry. Its place in the log is fixed now, so that entries appended in one tick
-   * reach the disk in that order; `durable` says when they are there. With `sync: false` the
+   * reach the disk in that order; `durable` says when they are there. With `sync` false the
    * entry is only written (`durable` resolves then): it reaches the disk with the next synced
    * batch of its segment, or when the kernel writes it back. For entries whose loss in a power cut
    * costs a repeat, never a loss (a copy's delivered mark): a batch of only such entries costs
