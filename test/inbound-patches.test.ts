@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { rawAddressCommand } from '../src/core/inbound/smtp-server-patches.ts';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { feedDataStream, rawAddressCommand } from '../src/core/inbound/smtp-server-patches.ts';
 import { SmtpTestClient } from '../src/testkit/index.ts';
 import { router, sink } from './helpers/fixtures.ts';
 
@@ -26,11 +27,65 @@ async function talkFirst(port: number): Promise<string> {
   });
 }
 
+type Feed = (this: SMTPStream, chunk: Buffer, done: (err?: Error | null) => void) => void;
+/** smtp-server's own scanner, taken before any router in this process patched it. */
+const originalFeed = (SMTPStream.prototype as unknown as { _feedDataStream: Feed })._feedDataStream;
+
+/**
+ * Runs one DATA phase through an SMTPStream with `feed` as its scanner, the input cut into
+ * `pieces`: what the data stream emitted, and the commands that followed the terminator.
+ */
+async function scan(feed: Feed, pieces: readonly Buffer[]): Promise<{ body: string; after: string[]; size: number }> {
+  const stream = new SMTPStream();
+  (stream as unknown as { _feedDataStream: Feed })._feedDataStream = feed;
+  const after: string[] = [];
+  stream.oncommand = (line, next) => {
+    after.push(line.toString('latin1'));
+    next?.();
+  };
+  const data = stream.startDataMode();
+  const out: Buffer[] = [];
+  data.on('data', (chunk: Buffer) => out.push(chunk));
+  data.on('end', () => stream.continue());
+  for (const piece of pieces) stream.write(piece);
+  await new Promise((resolve) => stream.end(resolve));
+  return { body: Buffer.concat(out).toString('latin1'), after, size: (data as unknown as { byteLength: number }).byteLength };
+}
+
 describe('smtp-server patches', () => {
   test('the private methods patched still exist', () => {
     const proto = SMTPConnection.prototype as unknown as Record<string, unknown>;
     for (const name of ['init', '_setListeners', 'connectionReady', 'send', '_parseAddressCommand', '_resetSession']) {
       assert.equal(typeof proto[name], 'function', name);
+    }
+    const stream = SMTPStream.prototype as unknown as Record<string, unknown>;
+    for (const name of ['_feedDataStream', '_endDataMode', '_countDataBytes']) assert.equal(typeof stream[name], 'function', name);
+    assert.notEqual(originalFeed, feedDataStream, 'the original scanner was taken before patching');
+  });
+
+  test('the native body scanner does what smtp-server\'s does, however the input is cut', async () => {
+    const inputs = [
+      'Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n',
+      '.\r\nQUIT\r\n', // an empty body
+      '..\r\n.\r\n', // a body that is one dot
+      '..leading\r\n...two\r\nmid.dle\r\n.\r\nRSET\r\nNOOP\r\n',
+      'a\r\n.b\r\n..\r\n.\r\n', // a dot that is not an escape (lenient), then an escaped one
+      'no terminator yet\r\n..still\r\n',
+      'bare\n.\r\nsmuggled?\r\n.\r\nQUIT\r\n', // a bare LF before a dot line is not the end
+      `${'x'.repeat(70)}\r\n`.repeat(40) + '..end\r\n.\r\n',
+    ];
+    for (const text of inputs) {
+      const input = Buffer.from(text, 'latin1');
+      const cuts: Buffer[][] = [[input]];
+      for (let i = 1; i < input.length; i++) cuts.push([input.subarray(0, i), input.subarray(i)]);
+      if (input.length < 80) {
+        for (let i = 1; i < input.length; i++) for (let j = i + 1; j < input.length; j++) cuts.push([input.subarray(0, i), input.subarray(i, j), input.subarray(j)]);
+        cuts.push([...input].map((byte) => Buffer.from([byte])));
+      }
+      for (const pieces of cuts) {
+        const expected = await scan(originalFeed, pieces);
+        assert.deepEqual(await scan(feedDataStream as Feed, pieces), expected, `${JSON.stringify(text)} cut at ${pieces.map((p) => p.length).join('+')}`);
+      }
     }
   });
 

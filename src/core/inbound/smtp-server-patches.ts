@@ -17,8 +17,14 @@
  *    that talk first). That caps a sender that opens one connection per message, as Postfix does
  *    when its queue is short, at 10 messages/s per session. The delay is `greetingDelayMs`
  *    (`smtp.greeting_delay_ms`, 0 by default); early talkers still get 421 during a delay.
+ * 6. The body scanner: smtp-server looks for the terminating dot (and escape dots) with a
+ *    JavaScript loop over every byte of every message. The same search runs natively here
+ *    (`indexOf` of "\n." finds every line that starts with a dot); this one method is replaced,
+ *    not wrapped, and does exactly what the original does at each such line (a test runs both on
+ *    the same input split at every position).
  */
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { replyWords, type SmtpReply } from '../replies.ts';
 
 const ENHANCED_AT_START = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -61,6 +67,7 @@ export function patchSmtpServer(): void {
   const proto = SMTPConnection.prototype as unknown as PatchableConnection & { [PATCHED]?: true };
   if (proto[PATCHED]) return;
   proto[PATCHED] = true;
+  (SMTPStream.prototype as unknown as ScannerStream)._feedDataStream = feedDataStream;
 
   const send = proto.send;
   const sendReply = (conn: PatchableConnection, reply: SmtpReply) => send.call(conn, reply.code, replyWords(reply), false);
@@ -99,6 +106,80 @@ export function patchSmtpServer(): void {
     reset.call(this);
     this._server.options.onReset?.(this.session);
   };
+}
+
+/** The parts of smtp-server's SMTPStream that its data-mode scanner uses. */
+interface ScannerStream {
+  _dataStream: (NodeJS.WritableStream & { writable: boolean; destroyed: boolean }) | null;
+  _lastBytes: Buffer | false;
+  _atDataStart: boolean;
+  _countDataBytes(len: number): void;
+  _endDataMode(chunk: Buffer | false, remainder: Buffer, callback: (err?: Error | null) => void): void;
+  _feedDataStream(chunk: Buffer, done: (err?: Error | null) => void): void;
+}
+
+const END_SEQUENCE = Buffer.from('\r\n.\r\n');
+const LINE_STARTS_WITH_DOT = Buffer.from('\n.');
+
+/**
+ * smtp-server 3.21's `SMTPStream._feedDataStream` with its byte loop replaced by a native search
+ * for "\n." (patch 6). Everything else, the end-of-DATA checks at the start of a body included
+ * (the smuggling fixes), is the original's.
+ */
+export function feedDataStream(this: ScannerStream, input: Buffer, done: (err?: Error | null) => void): void {
+  const dataStream = this._dataStream!;
+  let chunk = input;
+  if (this._lastBytes && this._lastBytes.length) {
+    chunk = Buffer.concat([this._lastBytes, chunk], this._lastBytes.length + chunk.length);
+    this._lastBytes = false;
+  }
+  let len = chunk.length;
+  // A body that is nothing but the terminator.
+  if (this._atDataStart && len >= 3 && chunk[0] === 0x2e && chunk[1] === 0x0d && chunk[2] === 0x0a) {
+    this._endDataMode(false, chunk.subarray(3), done);
+    return;
+  }
+  // An escape dot as the very first byte.
+  if (this._atDataStart && len >= 2 && chunk[0] === 0x2e && chunk[1] === 0x2e) {
+    chunk = chunk.subarray(1);
+    len--;
+    this._atDataStart = false;
+  }
+  // Every dot at the start of a line at positions 2 … len-3 (the original's loop bounds).
+  for (let lf = chunk.indexOf(LINE_STARTS_WITH_DOT, 1); lf !== -1 && lf < len - 3; lf = chunk.indexOf(LINE_STARTS_WITH_DOT, lf + 1)) {
+    const i = lf + 1;
+    if (chunk.compare(END_SEQUENCE, 0, 5, i - 2, i + 3) === 0) {
+      const buf = chunk.subarray(0, i);
+      this._countDataBytes(buf.length);
+      this._endDataMode(buf, chunk.subarray(i + 3), done);
+      return;
+    }
+    if (chunk[i + 1] === 0x2e) {
+      // An escape dot: what came before goes out, the rest is scanned on the next turn.
+      const buf = chunk.subarray(0, i);
+      this._lastBytes = false;
+      this._countDataBytes(buf.length);
+      if (dataStream.writable) dataStream.write(buf);
+      const rest = chunk.subarray(i + 1);
+      setImmediate(() => this._feedDataStream(rest, done));
+      return;
+    }
+  }
+  // The last 4 bytes wait for the next chunk: they may be the start of the terminator.
+  this._lastBytes = chunk.length < 4 ? chunk : chunk.subarray(chunk.length - 4);
+  if (this._lastBytes.length >= chunk.length) return done();
+  const buf = chunk.subarray(0, chunk.length - this._lastBytes.length);
+  this._countDataBytes(buf.length);
+  if (!dataStream.writable) return done();
+  if (dataStream.write(buf) || dataStream.destroyed) return done();
+  // A stream that the application destroys never drains, it only closes.
+  const onDrain = () => {
+    dataStream.removeListener('drain', onDrain);
+    dataStream.removeListener('close', onDrain);
+    done();
+  };
+  dataStream.once('drain', onDrain);
+  dataStream.once('close', onDrain);
 }
 
 /** `MAIL FROM:<a@xn--bcher-kva.example> BODY=8BITMIME` → the address and words as written. */
