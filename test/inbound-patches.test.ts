@@ -7,7 +7,7 @@ import net from 'node:net';
 import { describe, test } from 'node:test';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
-import { feedDataStream, rawAddressCommand } from '../src/core/inbound/smtp-server-patches.ts';
+import { feedDataStream, isCheckedScanner, patchSmtpServer, rawAddressCommand } from '../src/core/inbound/smtp-server-patches.ts';
 import { SmtpTestClient } from '../src/testkit/index.ts';
 import { router, sink } from './helpers/fixtures.ts';
 
@@ -61,6 +61,15 @@ describe('smtp-server patches', () => {
     const stream = SMTPStream.prototype as unknown as Record<string, unknown>;
     for (const name of ['_feedDataStream', '_endDataMode', '_countDataBytes']) assert.equal(typeof stream[name], 'function', name);
     assert.notEqual(originalFeed, feedDataStream, 'the original scanner was taken before patching');
+  });
+
+  test('the native body scanner replaces only the scanner it was checked against', () => {
+    // Fails after an smtp-server upgrade: check feedDataStream against the new scanner (the test
+    // below), then update CHECKED_SCANNER_SHA256. Until then the router runs smtp-server's own.
+    assert.ok(isCheckedScanner(originalFeed), 'smtp-server\'s scanner is the one feedDataStream was checked against');
+    assert.ok(!isCheckedScanner(function changed() {}), 'any other scanner is left in place');
+    patchSmtpServer();
+    assert.equal((SMTPStream.prototype as unknown as { _feedDataStream: Feed })._feedDataStream, feedDataStream);
   });
 
   test('the native body scanner does what smtp-server\'s does, however the input is cut', async () => {

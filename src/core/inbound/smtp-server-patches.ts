@@ -21,8 +21,11 @@
  *    JavaScript loop over every byte of every message. The same search runs natively here
  *    (`indexOf` of "\n." finds every line that starts with a dot); this one method is replaced,
  *    not wrapped, and does exactly what the original does at each such line (a test runs both on
- *    the same input split at every position).
+ *    the same input split at every position). Being a replacement, it is installed only over the
+ *    scanner it was checked against (by a hash of its source): a later smtp-server keeps its own,
+ *    slower scanner, with whatever it fixed, until this one is checked against it again.
  */
+import { createHash } from 'node:crypto';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { replyWords, type SmtpReply } from '../replies.ts';
@@ -67,7 +70,8 @@ export function patchSmtpServer(): void {
   const proto = SMTPConnection.prototype as unknown as PatchableConnection & { [PATCHED]?: true };
   if (proto[PATCHED]) return;
   proto[PATCHED] = true;
-  (SMTPStream.prototype as unknown as ScannerStream)._feedDataStream = feedDataStream;
+  const stream = SMTPStream.prototype as unknown as ScannerStream;
+  if (isCheckedScanner(stream._feedDataStream)) stream._feedDataStream = feedDataStream;
 
   const send = proto.send;
   const sendReply = (conn: PatchableConnection, reply: SmtpReply) => send.call(conn, reply.code, replyWords(reply), false);
@@ -116,6 +120,14 @@ interface ScannerStream {
   _countDataBytes(len: number): void;
   _endDataMode(chunk: Buffer | false, remainder: Buffer, callback: (err?: Error | null) => void): void;
   _feedDataStream(chunk: Buffer, done: (err?: Error | null) => void): void;
+}
+
+/** SHA-256 of the source of smtp-server 3.21.6's `SMTPStream._feedDataStream` (ESM and CJS builds alike). */
+const CHECKED_SCANNER_SHA256 = '9d8b903f9a3a63542d72e19a9e2f67009a3b1107a28d57e8e7369355454ff230';
+
+/** Whether `scanner` is the smtp-server scanner that `feedDataStream` was checked against. */
+export function isCheckedScanner(scanner: (...args: never[]) => unknown): boolean {
+  return createHash('sha256').update(scanner.toString()).digest('hex') === CHECKED_SCANNER_SHA256;
 }
 
 const END_SEQUENCE = Buffer.from('\r\n.\r\n');
