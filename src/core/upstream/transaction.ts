@@ -245,10 +245,10 @@ export class UpstreamTransaction implements DeliveryTransaction {
     throw err;
   }
 
-  /** Sends the body (or opens it, on 354); the connection goes back to the pool after a final reply, or is closed. */
   /**
-   * `filter` sees every chunk on the way and may throw to fail the message (before the dot); the
-   * body is then left unread for its owner to drain.
+   * Sends the body (or opens it, on 354); the connection goes back to the pool after a final
+   * reply, or is closed. `filter` sees every chunk on the way and may throw to fail the message
+   * (before the dot); the body is then left unread for its owner to drain.
    */
   async data(body: Readable | (() => Readable | Buffer), filter?: BodyFilter): Promise<UpstreamReply> {
     const conn = this.#connection();
