@@ -47,6 +47,9 @@ describe('ReplyReader', () => {
 
   test('what is not SMTP throws: a line without a code, a code that changes mid-reply, no end of line', () => {
     assert.throws(() => read('hello\r\n'), /not an SMTP reply/);
+    assert.throws(() => read('25 ok\r\n'), /not an SMTP reply/);
+    assert.throws(() => read('250ok\r\n'), /not an SMTP reply/);
+    assert.throws(() => read('250 ok\rRCPT TO:<x@example.com>\r\n'), /not an SMTP reply/);
     assert.throws(() => read('250-a\r\n550 b\r\n'), /changed its code/);
     assert.throws(() => read('250 ' + 'x'.repeat(70 * 1024)), /too long/);
     assert.throws(() => read(`250-${'x'.repeat(100)}\r\n`.repeat(1000)), /too long/);

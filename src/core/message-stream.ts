@@ -11,6 +11,7 @@
  *   a final CRLF guaranteed, and the `.` terminator appended.
  */
 import { Transform, type TransformCallback } from 'node:stream';
+import { hasBareLineEnding } from './bare-line-endings.ts';
 import { ErrorCodes, GsdError } from './errors.ts';
 
 export type BareLineEndingPolicy = 'normalize' | 'reject';
@@ -113,16 +114,6 @@ export class CanonicalBody extends Transform {
     if (out.length > 0) this.push(out);
     done();
   }
-}
-
-function hasBareLineEnding(buf: Buffer): boolean {
-  for (let i = buf.indexOf(LF); i !== -1; i = buf.indexOf(LF, i + 1)) {
-    if (i === 0 || buf[i - 1] !== CR) return true;
-  }
-  for (let i = buf.indexOf(CR); i !== -1; i = buf.indexOf(CR, i + 1)) {
-    if (i === buf.length - 1 || buf[i + 1] !== LF) return true;
-  }
-  return false;
 }
 
 /** CR LF stays; a lone CR or lone LF becomes CR LF. `buf` never ends in a CR awaiting its LF. */

@@ -47,6 +47,9 @@ interface LiveConnection {
 
 type Callback = (err?: Error | null, message?: string) => void;
 
+/** Off for the whole server; each session's own list (#commandsOff) decides what it may use. */
+const SERVER_COMMANDS_OFF: readonly string[] = ['AUTH', 'STARTTLS'];
+
 const OUTCOME = { success: 'delivered', tempfail: 'deferred', reject: 'failed' } as const;
 
 export class InboundListener {
@@ -91,7 +94,7 @@ export class InboundListener {
       // Which commands a session may use is decided per session (#commandsOff); AUTH is then
       // gated here, not by smtp-server's one global switch.
       allowInsecureAuth: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
+      disabledCommands: [...SERVER_COMMANDS_OFF],
       // DSN parameters are accepted and passed on to upstreams that announce DSN.
       hideDSN: false,
       hideENHANCEDSTATUSCODES: false,
@@ -109,11 +112,11 @@ export class InboundListener {
         const count = (this.#perClient.get(session.remoteAddress) ?? 0) + 1;
         this.#perClient.set(session.remoteAddress, count);
         this.#counted.add(session);
-        (session as { disabledCommands?: string[] }).disabledCommands = this.#commandsOff(session);
+        this.#applyCommandsOff(session);
         callback(count > options.maxConnectionsPerClient ? new SmtpReplyError(Replies.tooManyConnections()) : undefined);
       },
       onSecure: (_socket: unknown, session: SMTPServerSession, callback: () => void) => {
-        (session as { disabledCommands?: string[] }).disabledCommands = this.#commandsOff(session);
+        this.#applyCommandsOff(session);
         callback();
       },
       onAuth: (auth: { method: string; username?: string; password?: string }, session: SMTPServerSession, callback: (err: Error | null, result?: { user: string }) => void) =>
@@ -144,6 +147,17 @@ export class InboundListener {
   }
 
   /** Commands this session may not use: STARTTLS without a certificate, AUTH without TLS. */
+  /**
+   * The session's own list replaces the server's. When the two are the same (no TLS, no AUTH:
+   * the usual relay), the session gets none: smtp-server re-normalizes a session's list entry by
+   * entry on every check, about three times per command, and the server's list it does not.
+   */
+  #applyCommandsOff(session: SMTPServerSession): void {
+    const off = this.#commandsOff(session);
+    const same = off.length === SERVER_COMMANDS_OFF.length && off.every((command) => SERVER_COMMANDS_OFF.includes(command));
+    (session as { disabledCommands?: string[] }).disabledCommands = same ? undefined : off;
+  }
+
   #commandsOff(session: SMTPServerSession): string[] {
     const off: string[] = [];
     if (!this.#options.tls) off.push('STARTTLS');

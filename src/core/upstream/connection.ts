@@ -61,14 +61,16 @@ export class UpstreamConnection {
   #attach(socket: net.Socket): void {
     this.#socket = socket;
     socket.setNoDelay(true);
+    // A plain socket's bytes come through `onread` (connectSocket); a TLS socket's as events.
     const onData = (chunk: Buffer) => this.#onData(chunk);
     const onError = (err: Error) => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, err.message, { cause: err }));
     const onClose = () => this.#fail(new GsdError(ErrorCodes.UPSTREAM_LOST, 'connection closed'));
-    socket.on('data', onData);
+    const events = socket instanceof tls.TLSSocket;
+    if (events) socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
     this.#detach = () => {
-      socket.off('data', onData);
+      if (events) socket.off('data', onData);
       socket.off('error', onError);
       socket.off('close', onClose);
     };
@@ -80,8 +82,15 @@ export class UpstreamConnection {
    * authenticates when the destination has credentials, only ever over TLS.
    */
   static async open(destination: SmtpDestination, options: ConnectOptions): Promise<UpstreamConnection> {
-    const socket = await connectSocket(destination, options.timeoutMs);
-    const conn = new UpstreamConnection(destination, socket);
+    let conn: UpstreamConnection | undefined;
+    const early: Buffer[] = [];
+    const socket = await connectSocket(destination, options.timeoutMs, (chunk) => {
+      if (!conn) return void early.push(Buffer.from(chunk));
+      // After STARTTLS the bytes are the TLS socket's; none are expected here any more.
+      if (conn.#socket === socket) conn.#onData(chunk);
+    });
+    conn = new UpstreamConnection(destination, socket);
+    for (const chunk of early) conn.#onData(chunk);
     conn.secure = destination.tls === 'implicit';
     const unavailable = (message: string, step: string) => new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} ${message}`, { step });
     try {
@@ -408,10 +417,30 @@ function tlsOptions(destination: SmtpDestination): tls.ConnectionOptions {
   };
 }
 
-function connectSocket(destination: SmtpDestination, timeoutMs: number): Promise<net.Socket> {
+/**
+ * Plain upstream sockets read into this one buffer and hand each read straight to their
+ * connection (net's `onread`): no buffer allocated per read and no stream stage. Sharing it is
+ * safe because every read is consumed before the next can land: the reply reader decodes the
+ * complete lines and copies the rest.
+ */
+const SHARED_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+function connectSocket(destination: SmtpDestination, timeoutMs: number, onBytes: (chunk: Buffer) => void): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const implicit = destination.tls === 'implicit';
-    const socket = implicit ? tls.connect({ host: destination.host, port: destination.port, ...tlsOptions(destination) }) : net.connect({ host: destination.host, port: destination.port });
+    const socket = implicit
+      ? tls.connect({ host: destination.host, port: destination.port, ...tlsOptions(destination) })
+      : net.connect({
+          host: destination.host,
+          port: destination.port,
+          onread: {
+            buffer: SHARED_READ_BUFFER,
+            callback: (length: number, buffer: Uint8Array) => {
+              onBytes((buffer as Buffer).subarray(0, length));
+              return true; // keep reading: replies are small, and each is consumed at once
+            },
+          },
+        });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new GsdError(ErrorCodes.UPSTREAM_TIMEOUT, `${destination.label}: connect timed out after ${timeoutMs} ms`, { step: 'connect' }));
