@@ -21,6 +21,14 @@ const BIN = new URL('../bin/gosmtp-dup.mjs', import.meta.url).pathname;
 const MESSAGE_BYTES = 10 * 1024;
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 3000);
+/**
+ * Messages through each relay before its first round. A fresh router settles after ~6000: five
+ * routers, each timed over ten rounds of 3000 in a row, made 970-1440, then 1990-2640, then
+ * 3240-3890 messages/s from the third round on. V8 is still optimizing then (`--trace-opt`: 207
+ * functions over the first 3000 messages, 56 over the next 3000, 5 over the third). With 3000,
+ * the first round was the lowest of five in most runs (0.278, 0.284, 0.294 against ~0.36-0.41).
+ */
+const WARM_MESSAGES = 2 * MESSAGES;
 /** Interleaved rounds per workload; each figure is their median. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /**
@@ -188,11 +196,12 @@ async function main(): Promise<void> {
       const allCopies = () => router.copiesDelivered(copiesDue);
       // Warm as a router in service is (and as the latency router below): V8 compiles its hot
       // paths over the first few thousand messages, and a cold first round skews the median.
-      // Haraka first: its warm-up takes ~8 s, long enough for the router's idle upstream
-      // connections to expire before its first round otherwise.
-      if (withHaraka) await source(`127.0.0.1:${withHaraka.port}`, options);
-      await source(`127.0.0.1:${router.port}`, options);
-      copiesDue += MESSAGES * workload.backups.length;
+      // Haraka first: its warm-up takes long enough for the router's idle upstream connections
+      // to expire before its first round otherwise.
+      const warm = { ...options, messages: WARM_MESSAGES };
+      if (withHaraka) await source(`127.0.0.1:${withHaraka.port}`, warm);
+      await source(`127.0.0.1:${router.port}`, warm);
+      copiesDue += WARM_MESSAGES * workload.backups.length;
       await allCopies();
       const direct: number[] = [];
       const via: number[] = [];
@@ -281,7 +290,7 @@ async function latencyAndIdle(dir: string, newSink: () => Promise<Sink>, source:
   const latencyRouter = await startRouter(dir, 'latency', latencySink.label, []);
   // A router in service is warm: JIT-compiled hot paths and pooled upstream connections. The
   // latency is measured on such a router, not on the first few hundred messages of a cold one.
-  await source(`127.0.0.1:${latencyRouter.port}`, { messages: MESSAGES, sessions: SESSIONS, persistent: true });
+  await source(`127.0.0.1:${latencyRouter.port}`, { messages: WARM_MESSAGES, sessions: SESSIONS, persistent: true });
   const timings = async (port: number) => {
     const client = await SmtpTestClient.connect(port);
     await client.command('EHLO bench');
