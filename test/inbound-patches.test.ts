@@ -7,7 +7,7 @@ import net from 'node:net';
 import { describe, test } from 'node:test';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
-import { feedDataStream, isCheckedScanner, patchSmtpServer, rawAddressCommand } from '../src/core/inbound/smtp-server-patches.ts';
+import { feedDataStream, isCheckedAddressParser, isCheckedScanner, patchSmtpServer, plainAddressCommand, rawAddressCommand } from '../src/core/inbound/smtp-server-patches.ts';
 import { SmtpTestClient } from '../src/testkit/index.ts';
 import { router, sink } from './helpers/fixtures.ts';
 
@@ -50,6 +50,43 @@ async function scan(feed: Feed, pieces: readonly Buffer[]): Promise<{ body: stri
   for (const piece of pieces) stream.write(piece);
   await new Promise((resolve) => stream.end(resolve));
   return { body: Buffer.concat(out).toString('latin1'), after, size: (data as unknown as { byteLength: number }).byteLength };
+}
+
+type Parse = (this: unknown, rawName: string, rawCommand: Buffer) => { address: string; args: unknown } | false;
+/** smtp-server's own address parser, taken before any router in this process patched it. */
+const originalParse = (SMTPConnection.prototype as unknown as { _parseAddressCommand: Parse })._parseAddressCommand;
+
+/** A deterministic generator, so that a failure can be replayed. */
+function random(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (Math.imul(state, 1103515245) + 12345) & 0x7fffffff;
+    return state / 0x80000000;
+  };
+}
+
+/** MAIL FROM / RCPT TO commands: plain ones, and near misses of every check a plain one passes. */
+function addressCommands(count: number): string[] {
+  const next = random(7);
+  const pick = <T,>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
+  const text = (alphabet: string, max: number) => Array.from({ length: 1 + Math.floor(next() * max) }, () => pick([...alphabet])).join('');
+  // Half of them plain-looking: characters a plain address may have, edges and doubles included.
+  const plainLocal = () => pick([text("abcXYZ019!#$%&'*+/=?^_`{|}~.-", 12), 'user', 'first.last', 'a+tag', 'x'.repeat(64), 'x'.repeat(240)]);
+  const plainDomain = () => pick([text('abcXY019-.', 16), 'example.com', 'mx-1.example.org', 'xn--bcher-kva.example', 'XN--BCHER-KVA.example', 'a.xn--p1ai', 'x'.repeat(250) + '.com']);
+  const anyLocal = () => pick([plainLocal(), text('abc.. "\\(),:;<>[]@é\u0000\u200b', 12), '']);
+  const anyDomain = () => pick([plainDomain(), text('abc-.._é ', 16), '[127.0.0.1]', '[IPv6:::1]', 'bücher.example', '']);
+  const commands: string[] = [];
+  for (let i = 0; i < count; i++) {
+    if (next() < 0.5) {
+      commands.push(`${pick(['MAIL FROM', 'RCPT TO', 'mail from', 'Rcpt To'])}:<${plainLocal()}@${plainDomain()}>`);
+      continue;
+    }
+    const name = pick(['MAIL FROM', 'RCPT TO', 'mail from', 'MAIL TO', 'RCPT FROM', 'MAIL  FROM', 'MAILFROM', 'XMAIL FROM']);
+    const address = pick([`${anyLocal()}@${anyDomain()}`, anyLocal(), `@relay.example:${anyLocal()}@${anyDomain()}`, `${anyLocal()}@${anyDomain()}@x`]);
+    const bracketed = next() < 0.9 ? `<${address}>` : address;
+    commands.push(`${name}${pick([':', ':', ': ', ' :', '::'])}${bracketed}${pick(['', ' ', ' SIZE=100', ' BODY=8BITMIME', '\t', ' NOTIFY=NEVER'])}`);
+  }
+  return commands;
 }
 
 describe('smtp-server patches', () => {
@@ -112,6 +149,33 @@ describe('smtp-server patches', () => {
     const client = await SmtpTestClient.connect(r.port);
     t.after(() => client.destroy());
     assert.equal((await client.command('EHLO patient')).code, 250);
+  });
+
+  test('plain MAIL FROM / RCPT TO: the result smtp-server\'s own parser gives, or left to it', () => {
+    assert.ok(isCheckedAddressParser(originalParse), 'smtp-server\'s parser is the one plainAddressCommand was checked against');
+    assert.ok(!isCheckedAddressParser(function changed() {}), 'any other parser is always called');
+    let plain = 0;
+    let valid = 0;
+    for (const lenientAddressParsing of [false, true]) {
+      const connection = { _server: { options: { lenientAddressParsing }, logger: { error: () => undefined } }, id: 'test', session: {} };
+      for (const command of addressCommands(20_000)) {
+        for (const rawName of ['mail from', 'rcpt to']) {
+          const theirs = originalParse.call(connection, rawName, Buffer.from(command));
+          if (theirs) valid++;
+          const ours = plainAddressCommand(rawName, command);
+          if (!ours) continue;
+          plain++;
+          assert.deepEqual({ address: ours.address, args: ours.args }, theirs, `${rawName}: ${JSON.stringify(command)}`);
+          assert.deepEqual(ours.raw, rawAddressCommand(command), JSON.stringify(command));
+        }
+      }
+    }
+    // The comparison means something only if both kinds are common.
+    assert.ok(plain > 5000, `${plain} plain commands`);
+    assert.ok(valid > plain + 2000, `${valid} valid commands, ${plain} of them plain`);
+    assert.deepEqual(plainAddressCommand('mail from', 'MAIL FROM:<user@example.com>'), { address: 'user@example.com', args: false, raw: { address: 'user@example.com', params: [] } });
+    assert.equal(plainAddressCommand('mail from', 'MAIL FROM:<user@example.com> SIZE=10'), undefined);
+    assert.equal(plainAddressCommand('rcpt to', 'MAIL FROM:<user@example.com>'), undefined);
   });
 
   test('raw addresses and parameters are kept as written', () => {

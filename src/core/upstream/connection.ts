@@ -224,8 +224,10 @@ export class UpstreamConnection {
     const made = owned ? source() : source;
     // The final reply cannot come before the terminator is written, so its clock starts then.
     // LMTP answers once per accepted recipient; one verdict is made of them (the worst).
-    const finals = Array.from({ length: Math.max(1, finalReplies) }, () => this.#expect('final', finalTimeoutMs, false));
-    const final = Promise.all(finals).then(worstReply);
+    const final =
+      finalReplies <= 1
+        ? this.#expect('final', finalTimeoutMs, false)
+        : Promise.all(Array.from({ length: finalReplies }, () => this.#expect('final', finalTimeoutMs, false))).then(worstReply);
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
     const stuffer = new DotStuffer();
     const socket = this.#socket;
