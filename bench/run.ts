@@ -22,13 +22,14 @@ const MESSAGE_BYTES = 10 * 1024;
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 3000);
 /**
- * Messages through each relay before its first round. A fresh router settles after ~6000: five
- * routers, each timed over ten rounds of 3000 in a row, made 970-1440, then 1990-2640, then
- * 3240-3890 messages/s from the third round on. V8 is still optimizing then (`--trace-opt`: 207
- * functions over the first 3000 messages, 56 over the next 3000, 5 over the third). With 3000,
- * the first round was the lowest of five in most runs (0.278, 0.284, 0.294 against ~0.36-0.41).
+ * Messages through each relay before its first round: a fresh router reaches its steady rate
+ * after ~9000. Three fresh routers, each timed over ten rounds of 3000 in a row, each round
+ * paired with a direct one: 0.16-0.18 of direct, then 0.29-0.35, 0.33-0.45, and 0.43-0.46 (median)
+ * from the fourth round on. V8 is still optimizing over those rounds (`--trace-opt`: 207 functions
+ * over the first 3000 messages, 56 over the next 3000, 5 over the third). With a warm-up of 3000,
+ * the first of five rounds was the lowest in most runs (0.278, 0.284, 0.294 against ~0.36-0.41).
  */
-const WARM_MESSAGES = 2 * MESSAGES;
+const WARM_MESSAGES = 3 * MESSAGES;
 /** Interleaved rounds per workload; each figure is their median. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 /**
