@@ -146,7 +146,6 @@ export class InboundListener {
     return server;
   }
 
-  /** Commands this session may not use: STARTTLS without a certificate, AUTH without TLS. */
   /**
    * The session's own list replaces the server's. When the two are the same (no TLS, no AUTH:
    * the usual relay), the session gets none: smtp-server re-normalizes a session's list entry by
@@ -158,6 +157,7 @@ export class InboundListener {
     (session as { disabledCommands?: string[] }).disabledCommands = same ? undefined : off;
   }
 
+  /** Commands this session may not use: STARTTLS without a certificate, AUTH without TLS. */
   #commandsOff(session: SMTPServerSession): string[] {
     const off: string[] = [];
     if (!this.#options.tls) off.push('STARTTLS');
