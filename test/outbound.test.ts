@@ -12,7 +12,7 @@ import { loadConfig } from '../src/core/config/load.ts';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
 import { BIN } from './helpers/child-router.ts';
 import { selfSigned } from './helpers/certs.ts';
-import { router, sink, tempDir } from './helpers/fixtures.ts';
+import { capturingLogger, rawServer, router, sink, tempDir } from './helpers/fixtures.ts';
 
 const message = () => ({ from: 'a@example.com', to: ['b@example.net'], body: sampleMessage('outbound') });
 
@@ -29,6 +29,35 @@ describe('outbound TLS and AUTH', () => {
     const r = await router(t, { config: { relay: { destination_primary: upstream.label } } });
     assert.equal((await sendMail(r.port, message())).data?.code, 250);
     assert.equal(upstream.messages[0]!.secure, true);
+  });
+
+  test('opportunistic TLS is never a reason not to deliver: STARTTLS refused, or a handshake that fails', async (t) => {
+    for (const answer of ['454 4.7.0 TLS not available due to local problem', '220 2.0.0 Ready to start TLS']) {
+      const upstream = await rawServer(t, { starttls: answer });
+      const capture = capturingLogger();
+      const r = await router(t, { config: { relay: { destination_primary: upstream.label } }, logger: capture.logger });
+      const result = await sendMail(r.port, message());
+      assert.equal(result.data?.code, 250, answer);
+      assert.equal(upstream.messages.length, 1, answer);
+      // Refused: the same connection goes on; a failed handshake: one new connection, without STARTTLS.
+      const refused = answer.startsWith('454');
+      assert.equal(upstream.connections(), refused ? 1 : 2, answer);
+      assert.equal(upstream.commands.filter((c) => c === 'STARTTLS').length, 1, answer);
+      assert.match(capture.text(), refused ? /STARTTLS refused; delivering without TLS/ : /opportunistic TLS failed; delivering without TLS/);
+    }
+  });
+
+  test('required TLS does not fall back, and the 451 does not tell the sender our upstream\'s address or TLS errors', async (t) => {
+    for (const answer of ['454 4.7.0 TLS not available', '220 2.0.0 Ready to start TLS']) {
+      const upstream = await rawServer(t, { starttls: answer });
+      const r = await router(t, { config: { relay: { destination_primary: `smtp+starttls://${upstream.label}` } } });
+      const result = await sendMail(r.port, message());
+      assert.equal(result.mail.code, 451, answer);
+      assert.equal(result.mail.enhanced, '4.4.1');
+      assert.equal(result.mail.text, 'Upstream not available (STARTTLS)');
+      assert.equal(upstream.messages.length, 0);
+      assert.equal(upstream.connections(), 1, 'no second try without TLS');
+    }
   });
 
   test('smtp+starttls:// verifies the certificate: an untrusted one is a 451, a trusted CA works', async (t) => {

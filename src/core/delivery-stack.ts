@@ -37,7 +37,14 @@ export function deliveryStack(config: Config, log: Logger): DeliveryStack {
     // Up to 100 idle connections per destination (its max_connections caps them too): while
     // senders are busy, one closed on release is opened again for the next message. The sweeper
     // closes any left unused for 10 s.
-    pool: new UpstreamPool({ timeoutMs: timeouts.timeoutMs, heloName: config.smtp.domain, idleMs: 10_000, maxIdlePerDestination: 100, health }),
+    pool: new UpstreamPool({
+      timeoutMs: timeouts.timeoutMs,
+      heloName: config.smtp.domain,
+      idleMs: 10_000,
+      maxIdlePerDestination: 100,
+      health,
+      log: log.child({ component: 'upstream' }),
+    }),
     worker: {
       ...timeouts,
       retryInitialMs: config.queue.retry_initial_seconds * 1000,

@@ -54,7 +54,7 @@ export function replyForError(err: unknown, limits: { maxMessageBytes: number })
   if (!(err instanceof GsdError)) return Replies.localError();
   switch (err.code) {
     case ErrorCodes.UPSTREAM_UNAVAILABLE:
-      return Replies.upstreamUnavailable(err.message);
+      return Replies.upstreamUnavailable(err.step ?? 'connect');
     case ErrorCodes.UPSTREAM_TIMEOUT:
       return Replies.upstreamTimeout(err.step ?? 'reply');
     case ErrorCodes.UPSTREAM_LOST:

@@ -60,10 +60,11 @@ export const Replies = {
   recipientOk: (): SmtpReply => ({ code: 250, enhanced: '2.1.5', text: 'Recipient OK' }),
   queued: (id: string): SmtpReply => ({ code: 250, enhanced: '2.0.0', text: `Ok: queued as ${id}` }),
 
-  upstreamUnavailable: (detail: string): SmtpReply => ({
+  /** The step only: the reason (host, port, TLS library errors) is for the log, not the sender. */
+  upstreamUnavailable: (step: string): SmtpReply => ({
     code: 451,
     enhanced: '4.4.1',
-    text: `Upstream not available: ${detail}`,
+    text: `Upstream not available (${step})`,
   }),
   upstreamTimeout: (step: string): SmtpReply => ({
     code: 451,

@@ -23,6 +23,12 @@ export type RawServerMode =
   /** Answers every RCPT with this line, and DATA with 354 all the same (as a broken server would). */
   | { rcptReply: string }
   /**
+   * Offers STARTTLS and answers it with this line. After a `220` its TLS cannot agree with the
+   * client's (a fatal handshake_failure alert, then close), as with a server that speaks only
+   * TLS 1.0; after anything else the session goes on in plain text.
+   */
+  | { starttls: string }
+  /**
    * Lenient, but every reply waits this long (a slow server). Per command (`BODY`: the reply to
    * the final dot), replies come one after another, each its delay after the previous one, as
    * from a server working through pipelined commands; `Infinity` never answers.
@@ -63,6 +69,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
     const dataReply = typeof mode === 'object' && 'dataReply' in mode ? mode.dataReply : '354 go ahead';
     const delayMs = typeof mode === 'object' && 'replyDelayMs' in mode ? mode.replyDelayMs : 0;
     const rcptReply = typeof mode === 'object' && 'rcptReply' in mode ? mode.rcptReply : undefined;
+    const starttls = typeof mode === 'object' && 'starttls' in mode ? mode.starttls : undefined;
     let buffer = '';
     let inData = false;
     let served = 0;
@@ -88,7 +95,10 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
           }),
       );
     };
+    let handshaking = false;
     socket.on('data', (chunk: Buffer) => {
+      // The client's hello, answered with a TLS alert record: TLS 1.0, fatal handshake_failure.
+      if (handshaking) return void socket.end(Buffer.from([21, 3, 1, 0, 2, 2, 40]));
       reads.push(chunk.toString('latin1'));
       buffer += chunk.toString('latin1');
       for (;;) {
@@ -118,7 +128,11 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
         commands.push(line);
         if (dropAt && verb === dropAt.slice(0, 4)) return void socket.destroy();
         if (mode === 'dropOnReuse' && verb === 'MAIL' && served > 0) return void socket.destroy();
-        if (verb === 'EHLO') reply('250-raw\r\n250 PIPELINING');
+        if (verb === 'EHLO') reply(starttls ? '250-raw\r\n250-STARTTLS\r\n250 PIPELINING' : '250-raw\r\n250 PIPELINING');
+        else if (verb === 'STAR' && starttls) {
+          reply(starttls);
+          if (starttls.startsWith('220')) return void (handshaking = true);
+        }
         else if (verb === 'HELO') reply('250 raw');
         else if (verb === 'MAIL') {
           envelope.from = line.slice(line.indexOf(':') + 1).trim();

@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import tls from 'node:tls';
 import { ErrorCodes, GsdError } from '../errors.ts';
 import type { SmtpDestination } from '../destination.ts';
@@ -22,6 +23,17 @@ export interface ConnectOptions {
   timeoutMs: number;
   /** Name sent with EHLO/HELO. */
   heloName: string;
+  /** Told when opportunistic TLS fails and delivery goes on without it. */
+  log?: Pick<Logger, 'warn'>;
+}
+
+/** An opportunistic STARTTLS failed after the server agreed to it: try again without TLS. */
+class TlsFallback extends Error {
+  override readonly cause: Error;
+  constructor(cause: Error) {
+    super(`opportunistic TLS failed: ${cause.message}`);
+    this.cause = cause;
+  }
 }
 
 interface Pending {
@@ -80,8 +92,23 @@ export class UpstreamConnection {
    * Connects (TLS from the first byte for `smtps://`), reads the greeting, says EHLO (LHLO for
    * LMTP; HELO if EHLO is refused), upgrades with STARTTLS when offered or required, and
    * authenticates when the destination has credentials, only ever over TLS.
+   *
+   * Opportunistic TLS (plain `host:port`, unverified) is a bonus, never a reason not to deliver,
+   * as with Postfix's `smtp_tls_security_level = may`: a refused STARTTLS continues in plain text
+   * on the same connection, and a failed handshake (which leaves the connection unusable) is
+   * retried once on a new connection without STARTTLS.
    */
   static async open(destination: SmtpDestination, options: ConnectOptions): Promise<UpstreamConnection> {
+    try {
+      return await UpstreamConnection.#open(destination, options, true);
+    } catch (err) {
+      if (!(err instanceof TlsFallback)) throw err;
+      options.log?.warn({ destination: destination.label, reason: err.cause.message }, 'opportunistic TLS failed; delivering without TLS');
+      return await UpstreamConnection.#open(destination, options, false);
+    }
+  }
+
+  static async #open(destination: SmtpDestination, options: ConnectOptions, tryTls: boolean): Promise<UpstreamConnection> {
     let conn: UpstreamConnection | undefined;
     const early: Buffer[] = [];
     const socket = await connectSocket(destination, options.timeoutMs, (chunk) => {
@@ -93,23 +120,32 @@ export class UpstreamConnection {
     for (const chunk of early) conn.#onData(chunk);
     conn.secure = destination.tls === 'implicit';
     const unavailable = (message: string, step: string) => new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} ${message}`, { step });
+    const mode = destination.tls ?? 'opportunistic';
+    const optional = mode === 'opportunistic' && !verifies(destination);
+    let handshaking = false;
     try {
       const greeting = await conn.#expect('greeting', options.timeoutMs);
       if (greeting.code !== 220) throw unavailable(`greeted with ${greeting.code} ${greeting.text}`, 'greeting');
       const helo = destination.helo ?? options.heloName;
       await conn.#hello(helo, options.timeoutMs, unavailable);
-      const mode = destination.tls ?? 'opportunistic';
-      if (!conn.secure && (mode === 'required' || (mode === 'opportunistic' && conn.extensions.has('STARTTLS')))) {
+      if (!conn.secure && (mode === 'required' || (mode === 'opportunistic' && tryTls && conn.extensions.has('STARTTLS')))) {
         if (!conn.extensions.has('STARTTLS')) throw unavailable('does not offer STARTTLS, which this destination requires', 'STARTTLS');
         const go = await conn.command('STARTTLS', 'STARTTLS', options.timeoutMs);
-        if (go.code !== 220) throw unavailable(`refused STARTTLS with ${go.code} ${go.text}`, 'STARTTLS');
-        await conn.#upgrade(options.timeoutMs);
-        await conn.#hello(helo, options.timeoutMs, unavailable);
+        if (go.code !== 220) {
+          if (!optional) throw unavailable(`refused STARTTLS with ${go.code} ${go.text}`, 'STARTTLS');
+          options.log?.warn({ destination: destination.label, reply: `${go.code} ${go.text}` }, 'STARTTLS refused; delivering without TLS');
+        } else {
+          handshaking = true;
+          await conn.#upgrade(options.timeoutMs);
+          await conn.#hello(helo, options.timeoutMs, unavailable);
+          handshaking = false;
+        }
       }
       if (destination.auth) await conn.#authenticate(destination.auth, options.timeoutMs, unavailable);
       return conn;
     } catch (err) {
       conn.destroy();
+      if (handshaking && optional) throw new TlsFallback(err as Error);
       throw err instanceof GsdError && err.code === ErrorCodes.UPSTREAM_LOST
         ? new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${destination.label} closed the connection before it was ready`, { cause: err })
         : err;
