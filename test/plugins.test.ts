@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/core/config/load.ts';
 import { startRouter } from '../src/core/router.ts';
-import { definePlugin, deliver } from '../src/index.ts';
+import { definePlugin, deliver, reject, tempfail } from '../src/index.ts';
 import { explain, sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
 import { BIN } from './helpers/child-router.ts';
 import { capturingLogger, router, sink, tempDir } from './helpers/fixtures.ts';
@@ -114,6 +114,35 @@ describe('custom plugins', () => {
     const result = await sendMail(r.port, { from: 'a@example.com', to: ['b@example.net'], body: sampleMessage() });
     assert.equal(result.mail.code, 451);
     assert.ok(Date.now() - started < 3000);
+  });
+
+  test('a refusal\'s reply class is checked at run time: a tempfail never bounces, a refusal never says 2xx', async (t) => {
+    // What a JavaScript plugin (or a cast) can hand over; TypeScript's types cannot stop it.
+    assert.throws(() => tempfail('later', { code: 550 as 451 }), /tempfail\(\): reply code 550 is not a 4xx/);
+    assert.throws(() => reject('no', { enhanced: '4.1.1' as '5.1.1' }), /does not match reply code 550/);
+    const bad: Record<string, unknown> = {
+      'permanent.example': { code: 250, text: 'fake success' },
+      'multiline.example': { code: 550, text: 'no\r\n250 smuggled' },
+      'mismatch.example': { code: 451, enhanced: '5.7.1', text: 'mixed classes' },
+    };
+    const r = await router(t, {
+      plugins: [
+        definePlugin({
+          name: 'handmade',
+          rcpt: (ctx) => ({ kind: 'refuse', reply: bad[ctx.recipient.split('@')[1]!] ?? { code: 550, enhanced: '5.7.1', text: 'Handmade no' } }) as never,
+        }),
+      ],
+    });
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    await client.command('MAIL FROM:<a@example.com>');
+    for (const domain of Object.keys(bad)) {
+      const reply = await client.command(`RCPT TO:<x@${domain}>`);
+      assert.deepEqual([reply.code, reply.enhanced], [451, '4.3.0'], domain);
+    }
+    const good = await client.command('RCPT TO:<x@fine.example>');
+    assert.deepEqual([good.code, good.enhanced, good.text], [550, '5.7.1', 'Handmade no']);
   });
 
   test('no plugin deciding is a 451 (fail closed), never a silent drop', async (t) => {

@@ -11,6 +11,7 @@ import type { DestinationRegistry } from '../core/destinations.ts';
 import { ErrorCodes, GsdError } from '../core/errors.ts';
 import type { HealthRegistry } from '../core/health.ts';
 import type { SmtpReply } from '../core/replies.ts';
+import { refusalProblem } from './decisions.ts';
 import type { MailContext, PluginSetupContext, RcptContext, RouteDecision, RouterPlugin } from './types.ts';
 
 /** A decision as the core executes it: destinations resolved, the decider named. */
@@ -98,7 +99,11 @@ export class PluginDriver {
 
   #resolve(plugin: RouterPlugin, hook: string, decision: RouteDecision): Route {
     const decidedBy = decision.decidedBy ?? plugin.name;
-    if (decision.kind === 'refuse') return { kind: 'refuse', reply: decision.reply, decidedBy };
+    if (decision.kind === 'refuse') {
+      const problem = refusalProblem(decision.reply ?? {});
+      if (problem) throw new GsdError(ErrorCodes.PLUGIN_FAILED, `plugin "${plugin.name}" hook ${hook} refused with a bad reply: ${problem}`);
+      return { kind: 'refuse', reply: decision.reply, decidedBy };
+    }
     if (decision.kind !== 'deliver' || !Array.isArray(decision.to)) {
       throw new GsdError(ErrorCodes.PLUGIN_FAILED, `plugin "${plugin.name}" hook ${hook} returned something that is not a decision`);
     }
