@@ -143,6 +143,25 @@ describe('primary pass-through', () => {
     assert.equal(forgetful.connections(), 3, 'each reuse found the connection gone and opened a new one');
   });
 
+  test('a pooled connection answered 421 at MAIL (a per-connection message limit) is replaced, not a 451', async (t) => {
+    // Alone, MAIL goes out pipelined with RCPT; first of two candidates, it goes out on its own.
+    for (const pipelined of [true, false]) {
+      const limited = await rawServer(t, 'refuseReuse');
+      const spare = await sink(t);
+      const config = pipelined
+        ? { relay: { destination_primary: limited.label } }
+        : { plugins: [{ failover: { destinations: [limited.label, spare.label] } }] };
+      const r = await router(t, { config });
+      for (const n of [1, 2, 3]) {
+        const result = await sendMail(r.port, { from: FROM, to: [`r${n}@example.net`], body: sampleMessage(`${n}`) });
+        assert.equal(result.data?.code, 250, JSON.stringify(result));
+      }
+      assert.equal(limited.messages.length, 3, `pipelined: ${pipelined}`);
+      assert.equal(limited.connections(), 3);
+      assert.equal(spare.messages.length, 0, 'no failover: the destination works');
+    }
+  });
+
   test('twenty senders at once keep their upstream connections: a second wave opens none', async (t) => {
     // The final reply waits a moment, so that all twenty transactions are open at the same time.
     const upstream = await rawServer(t, { replyDelayMs: { BODY: 150 } });

@@ -16,6 +16,8 @@ export type RawServerMode =
   | { dropAt: 'MAIL' | 'RCPT' | 'DATA' | 'BODY' }
   /** One message per connection: the next MAIL on it is met with a silent close, as from a server that dropped an idle connection. */
   | 'dropOnReuse'
+  /** One message per connection: the next MAIL gets `421 4.7.0` and a close, as from Exim past its per-connection message limit. */
+  | 'refuseReuse'
   /** Behaves until the message body, then never answers the final dot. */
   | 'hangAfterBody'
   /** Answers DATA with this line instead of 354 (e.g. a broken server's `250 ok`). */
@@ -128,6 +130,7 @@ export async function startRawServer(mode: RawServerMode): Promise<RawServer> {
         commands.push(line);
         if (dropAt && verb === dropAt.slice(0, 4)) return void socket.destroy();
         if (mode === 'dropOnReuse' && verb === 'MAIL' && served > 0) return void socket.destroy();
+        if (mode === 'refuseReuse' && verb === 'MAIL' && served > 0) return void socket.end('421 4.7.0 raw: too many messages on this connection\r\n');
         if (verb === 'EHLO') reply(starttls ? '250-raw\r\n250-STARTTLS\r\n250 PIPELINING' : '250-raw\r\n250 PIPELINING');
         else if (verb === 'STAR' && starttls) {
           reply(starttls);

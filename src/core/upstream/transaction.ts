@@ -123,12 +123,14 @@ export class UpstreamTransaction implements DeliveryTransaction {
           // must still leave room to fail over to the next one, which needs MAIL's answer now.
           return { tx: new UpstreamTransaction(pool, conn, timeouts, permit, { sender, reused }), reply: { ...Replies.senderOk(), lines: [] }, destination };
         }
-        let reply: UpstreamReply;
-        try {
-          reply = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs);
-        } catch (err) {
-          // A pooled connection the server closed while idle: one fresh try, nothing was sent yet.
+        let reply: UpstreamReply | undefined = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs).catch((err: unknown) => {
           if (!reused) throw err;
+          return undefined;
+        });
+        if (reply === undefined || (reused && reply.code === 421)) {
+          // A pooled connection the server closed while idle, or will not use again: one fresh
+          // try, nothing was sent yet.
+          conn.destroy();
           ({ conn, reused } = await pool.acquire(destination, true));
           reply = await conn.command(mailCommand(sender, conn.extensions), 'MAIL', timeouts.timeoutMs);
         }
@@ -205,22 +207,24 @@ export class UpstreamTransaction implements DeliveryTransaction {
     }
     const later = data ? [...rcpts, data] : rcpts;
     for (const reply of later) reply.catch(() => undefined); // observed below, unless MAIL failed first
-    let mailReply: UpstreamReply;
-    try {
-      mailReply = await mail;
-    } catch (err) {
-      // A pooled connection the server closed while idle: one fresh try, nothing was accepted.
-      if (!pending.reused || this.#conn !== conn) throw err;
+    const mailReply = await mail.catch((err: unknown) => {
+      if (!pending.reused) throw err;
+      return err as Error;
+    });
+    if (pending.reused && this.#conn === conn && (mailReply instanceof Error || mailReply.code === 421)) {
+      // A pooled connection the server closed while idle, or will not use again (421): one
+      // fresh try, nothing was accepted.
       conn.destroy();
       const fresh = (await this.#pool.acquire(this.destination, true)).conn;
       if (this.#conn !== conn) {
         fresh.quit(); // abandoned (abort) while reconnecting
-        throw err;
+        throw new GsdError(ErrorCodes.UPSTREAM_LOST, 'transaction abandoned', { step: 'MAIL' });
       }
       this.#conn = fresh;
       this.#pendingMail = { ...pending, reused: false };
       return this.#mailAndRcpt(this.#pendingMail, recipients, withData);
     }
+    if (mailReply instanceof Error) throw mailReply;
     // Any reply to MAIL is a server that works.
     this.#pool.health.success(this.destination);
     if (mailReply.code >= 200 && mailReply.code < 300) {
