@@ -163,12 +163,17 @@ describe('outbound TLS and AUTH', () => {
     assert.equal(copy!.helo, 'special.example.org');
   });
 
-  test('lmtp:// delivers with LHLO and one reply per recipient', async (t) => {
-    const upstream = await sink(t, { lmtp: true });
+  test('lmtp:// primary: one recipient per transaction, so its final verdict is the client\'s', async (t) => {
+    // An LMTP server answers each recipient after the body; one SMTP reply could not carry a 250
+    // for one and a 550 for another. The second recipient is asked to come in a new transaction.
+    const upstream = await sink(t, { lmtp: true, behaviour: { data: (m) => (m.to.includes('full@example.net') ? { code: 552, enhanced: '5.2.2', text: 'Mailbox full' } : undefined) } });
     const r = await router(t, { config: { relay: { destination_primary: `lmtp://${upstream.label}` } } });
-    const result = await sendMail(r.port, { from: 'a@example.com', to: ['b@example.net', 'c@example.net'], body: sampleMessage('lmtp') });
-    assert.equal(result.data?.code, 250);
-    assert.deepEqual(upstream.messages[0]!.to, ['b@example.net', 'c@example.net']);
+    const first = await sendMail(r.port, { from: 'a@example.com', to: ['b@example.net', 'full@example.net'], body: sampleMessage('lmtp') });
+    assert.deepEqual(first.rcpt.map((x) => [x.code, x.enhanced]), [[250, '2.1.5'], [452, '4.5.3']]);
+    assert.equal(first.data?.code, 250);
+    const second = await sendMail(r.port, { from: 'a@example.com', to: ['full@example.net'], body: sampleMessage('lmtp') });
+    assert.equal(second.data?.code, 552, 'only the full mailbox bounces');
+    assert.deepEqual(upstream.messages.map((m) => m.to), [['b@example.net']]);
   });
 
   test('unknown schemes and credentials in URLs are configuration errors', async () => {
