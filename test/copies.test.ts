@@ -139,6 +139,23 @@ describe('durable copies', () => {
     await eventually(() => r.router.spool.pending().length === 0, 5000, 'copy settled');
   });
 
+  test('a backup that hangs holds at most queue.destination_concurrency slots; the other backup gets every copy', async (t) => {
+    const primary = await sink(t);
+    const hanging = await rawServer(t, { replyDelayMs: { BODY: Infinity } }); // takes the body, never answers the dot
+    const fast = await sink(t, { name: 'fast' });
+    const r = await router(t, {
+      config: {
+        relay: { destination_primary: primary.label, destination_backups: [hanging.label, fast.label], data_timeout_seconds: 120 },
+        queue: { concurrency: 8, destination_concurrency: 3 },
+      },
+    });
+    for (let n = 0; n < 12; n++) assert.equal((await sendMail(r.port, { from: FROM, to: [`r${n}@example.net`], body: sampleMessage(`${n}`) })).data?.code, 250);
+    // With one pool for all, the hanging backup would end up holding all 8 slots.
+    await fast.waitFor(12, 20_000);
+    await eventually(() => hanging.messages.length === 3, 5000, 'the hanging backup holds its three');
+    assert.equal(hanging.connections(), 3, 'never more than three copies to it at once');
+  });
+
   test('a backup that is down gets the copy once it is back', async (t) => {
     const primary = await sink(t);
     const placeholder = await rawServer(t, 'silent');

@@ -51,6 +51,7 @@ export function deliveryStack(config: Config, log: Logger): DeliveryStack {
       retryMaxMs: config.queue.retry_max_seconds * 1000,
       maxAgeMs: config.queue.max_age_hours * 3600_000,
       concurrency: config.queue.concurrency,
+      destinationConcurrency: config.queue.destination_concurrency,
       resolve: (copy) => destinations.forCopy(copy),
     },
   };

@@ -49,7 +49,7 @@ export interface Router {
 }
 
 /** Keys a reload cannot apply to a running router. */
-const RESTART_KEYS = ['smtp.listen', 'smtp.tls', 'smtp.implicit_tls_listen', 'smtp.lmtp_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
+const RESTART_KEYS = ['smtp.listen', 'smtp.tls', 'smtp.implicit_tls_listen', 'smtp.lmtp_listen', 'smtp.require_tls', 'smtp.allowed_networks', 'smtp.allowed_recipient_domains', 'auth', 'smtp.max_connections', 'smtp.max_connections_per_client', 'smtp.max_recipients', 'smtp.idle_timeout_seconds', 'smtp.max_errors', 'smtp.greeting_delay_ms', 'smtp.domain', 'smtp.max_message_bytes', 'queue.dir', 'queue.concurrency', 'queue.destination_concurrency', 'metrics.listen', 'health.failure_threshold', 'health.cooldown_seconds'] as const;
 
 function valueAt(config: Config, key: string): unknown {
   return key.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], config);

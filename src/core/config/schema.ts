@@ -141,6 +141,8 @@ export const configSchema = z.strictObject({
       max_age_hours: positive().default(120),
       /** Copies delivered at once. */
       concurrency: positiveInt().default(8),
+      /** Copies delivered at once to any one destination. */
+      destination_concurrency: positiveInt().default(4),
     })
     .prefault({}),
   auth: z

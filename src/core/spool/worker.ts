@@ -21,6 +21,17 @@ export interface WorkerOptions extends TransactionTimeouts {
   maxAgeMs: number;
   /** Copies in flight at once, across destinations. */
   concurrency: number;
+  /**
+   * Copies in flight at once to any one destination: a slow or hanging backup can hold only
+   * these, and the others keep theirs (as Postfix's per-destination concurrency limit).
+   */
+  destinationConcurrency: number;
+}
+
+/** The destination a copy goes to, as its record names it (a configured name, or host:port). */
+function destinationOf(job: CopyJob): string {
+  const copy = job.record.copies[job.index]!;
+  return copy.name ?? copy.destination;
 }
 
 /** How soon a copy is tried again when its destination is at its connection or rate limit. */
@@ -32,6 +43,8 @@ export class CopyWorker {
   readonly #options: WorkerOptions;
   readonly #log: Logger;
   readonly #inFlight = new Map<string, Promise<void>>();
+  /** Copies in flight, by destination. */
+  readonly #perDestination = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = true;
 
@@ -63,6 +76,7 @@ export class CopyWorker {
     const now = Date.now();
     let nextDue = Infinity;
     const due: CopyJob[] = [];
+    const perDestination = new Map(this.#perDestination);
     for (const job of this.#spool.jobs()) {
       const key = `${job.record.id}.${job.index}`;
       if (this.#inFlight.has(key)) continue;
@@ -71,13 +85,23 @@ export class CopyWorker {
         continue;
       }
       if (this.#inFlight.size + due.length >= this.#options.concurrency) break;
+      // At its own limit, this destination waits; copies to the others go ahead of it.
+      const destination = destinationOf(job);
+      const busy = perDestination.get(destination) ?? 0;
+      if (busy >= this.#options.destinationConcurrency) continue;
+      perDestination.set(destination, busy + 1);
       due.push(job);
     }
     // Started after the scan: an attempt may change the spool's list.
     for (const job of due) {
       const key = `${job.record.id}.${job.index}`;
+      const destination = destinationOf(job);
+      this.#perDestination.set(destination, (this.#perDestination.get(destination) ?? 0) + 1);
       const run = this.#attempt(job).finally(() => {
         this.#inFlight.delete(key);
+        const left = this.#perDestination.get(destination)! - 1;
+        if (left > 0) this.#perDestination.set(destination, left);
+        else this.#perDestination.delete(destination);
         this.kick();
       });
       this.#inFlight.set(key, run);
