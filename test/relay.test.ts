@@ -33,6 +33,30 @@ describe('primary pass-through', () => {
     assert.deepEqual(primary.messages[0]!.to, ['ok@example.net']);
   });
 
+  test('quoted local parts are relayed as written, with their backup copies', async (t) => {
+    const primary = await sink(t);
+    const backup = await sink(t, { name: 'backup' });
+    const r = await router(t, { config: { relay: { destination_primary: primary.label, destination_backups: [backup.label] } } });
+    const to = ['"john doe"@example.net', '"john..doe"@example.net', '"a\\"b@c"@example.net'];
+    const result = await sendMail(r.port, { from: '"odd sender"@example.com', to, body: sampleMessage('quoted') });
+    assert.equal(result.mail.code, 250);
+    assert.deepEqual(result.rcpt.map((x) => x.code), [250, 250, 250]);
+    assert.equal(result.data?.code, 250);
+    for (const server of [primary, backup]) {
+      const [message] = await server.waitFor(1);
+      assert.equal(message!.from, '"odd sender"@example.com');
+      assert.deepEqual(message!.to, to);
+    }
+    // Still refused: a control character, angle brackets inside the quotes.
+    const client = await SmtpTestClient.connect(r.port);
+    t.after(() => client.destroy());
+    await client.command('EHLO c');
+    await client.command('MAIL FROM:<a@example.com>');
+    for (const bad of ['RCPT TO:<"a\tb"@example.net>', 'RCPT TO:<"a<b>"@example.net>']) {
+      assert.equal((await client.command(bad)).code, 501, bad);
+    }
+  });
+
   test('a sender the primary refuses: its exact reply reaches the client at RCPT TO, MAIL FROM having gone out with the first recipient', async (t) => {
     const primary = await sink(t, { behaviour: { mail: () => ({ code: 553, enhanced: '5.7.1', text: 'Sender not allowed' }) } });
     const r = await router(t, { config: { relay: { destination_primary: primary.label } } });
