@@ -19,10 +19,13 @@ interface Run {
   stderr: string;
 }
 
-function cli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+/** Runs the CLI; `code` is -1 when it did not exit by itself (killed at `timeout`), so that a hang never passes for a failure exit. */
+function cli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    const env = { ...process.env, ...options.env };
+    execFile(process.execPath, [BIN, ...args], { cwd: options.cwd, env, timeout: options.timeout ?? 60_000 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+      resolve({ code, stdout, stderr });
     });
   });
 }
@@ -54,6 +57,24 @@ describe('cli', () => {
     assert.match(option.stderr, /--bogus/);
   });
 
+  test('a queue or demo command called wrongly is a usage error (64) that touches no spool', async (t) => {
+    const dir = await tempDir(t);
+    const env = { SMTP_DUP_RELAY_DESTINATION_PRIMARY: 'mx.example.com:25', SMTP_DUP_QUEUE_DIR: join(dir, 'spool') };
+    const cases: Array<[string[], RegExp]> = [
+      [['queue'], /queue: which action\? usage: gosmtp-dup queue list/],
+      [['queue', 'bogus'], /queue: unknown action "bogus"; usage: gosmtp-dup queue list/],
+      [['queue', 'delete'], /queue delete: which message\? usage: gosmtp-dup queue list/],
+      [['demo', '--port', 'abc'], /--port: expected a port number \(0-65535\), got "abc"/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await cli(args, { cwd: dir, env });
+      assert.equal(run.code, 64, `${args.join(' ')}: ${run.stderr}`);
+      assert.match(run.stderr, message);
+      assert.equal(run.stderr.trim().split('\n').length, 1, 'one short line');
+    }
+    assert.deepEqual(await readdir(dir), [], 'no spool and no demo folder were created');
+  });
+
   test('check prints the resolved configuration with defaults', async (t) => {
     const dir = await tempDir(t);
     await writeFile(join(dir, 'config.yaml'), 'relay:\n  destination_primary: mx.example.com:25\n');
@@ -72,6 +93,22 @@ describe('cli', () => {
     assert.equal(run.stderr.trim().split('\n').at(-1), '  relay.timeout_seconds: expected a positive number, got "soon"');
     assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
     assert.equal(run.stdout, '', 'nothing was started, not even the log');
+  });
+
+  test('a config that does not parse says what is wrong and where (YAML, JSON, TypeScript)', async (t) => {
+    const dir = await tempDir(t);
+    const files: Array<[string, string, string]> = [
+      ['bad.yaml', 'relay:\n  destination_primary: mx.example.com:25\n   timeout_seconds: 5\n', 'bad indentation of a mapping entry at line 3, column 19'],
+      ['bad.json', '{\n  "relay": {\n    "destination_primary": "mx.example.com:25",\n  }\n}\n', 'Expected double-quoted property name at line 4, column 3'],
+      ['tru.json', '{ "smtp": { "require_tls": tru} }\n', `Unexpected token '}'`],
+      ['bad.ts', 'const port: number = ;\nexport default { relay: { destination_primary: `mx.example.com:${port}` } };\n', 'Unexpected ";" at line 1, column 22'],
+    ];
+    for (const [name, text, problem] of files) {
+      await writeFile(join(dir, name), text);
+      const run = await cli(['check', '--config', name], { cwd: dir });
+      assert.equal(run.code, 78, run.stderr);
+      assert.equal(run.stderr, `gosmtp-dup: invalid configuration (${join(dir, name)}):\n  cannot read ${join(dir, name)}: ${problem}\n`);
+    }
   });
 
   test('a port in use is one clear line and a non-zero exit', async (t) => {
@@ -149,5 +186,18 @@ describe('cli', () => {
       assert.match(await readFile(join(dir, 'gosmtp-dup-demo', name, files[0]!), 'utf8'), /Subject: Hello through gosmtp-dup/);
     }
     assert.ok(existsSync(join(dir, 'gosmtp-dup-demo', 'queue')));
+  });
+
+  test('demo with its port taken says so and exits at once, capture servers closed', async (t) => {
+    const dir = await tempDir(t);
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    t.after(() => busy.close());
+    const port = (busy.address() as net.AddressInfo).port;
+    // Before the fix the capture servers kept it running: killed at the timeout, code -1.
+    const run = await cli(['demo', '--once', '--port', String(port)], { cwd: dir, timeout: 20_000 });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, new RegExp(`^gosmtp-dup: cannot listen on 127\\.0\\.0\\.1:${port} \\(--port\\): .*EADDRINUSE`));
+    assert.doesNotMatch(run.stderr, /\n\s+at /, 'no stack trace');
   });
 });

@@ -8,28 +8,46 @@ import { readdir } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import nodemailer from 'nodemailer';
 import { validateConfig } from '../core/config/load.ts';
-import { createLogger } from '../core/logger.ts';
-import { startRouter } from '../core/router.ts';
+import type { Config } from '../core/config/schema.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { startRouter, type Router } from '../core/router.ts';
 import { startSink, type Sink } from '../testkit/sink.ts';
 import { waitForSignal } from './start.ts';
+import { UsageError } from './usage.ts';
 
-export async function demoCommand(options: { port: number; once: boolean }): Promise<number> {
-  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) throw new Error(`--port: expected a port number, got "${options.port}"`);
+export async function demoCommand(options: { port?: string; once: boolean }): Promise<number> {
+  const listenPort = parsePort(options.port);
   const root = resolve('gosmtp-dup-demo');
   const sinks: Sink[] = [];
-  for (const name of ['primary', 'backup-1', 'backup-2']) sinks.push(await startSink({ name, dir: join(root, name) }));
-  const [primary, ...backups] = sinks as [Sink, Sink, Sink];
+  try {
+    for (const name of ['primary', 'backup-1', 'backup-2']) sinks.push(await startSink({ name, dir: join(root, name) }));
+    return await runDemo(sinks as [Sink, Sink, Sink], root, listenPort, options.once);
+  } finally {
+    // Also on an error: a capture server left listening would keep the process alive for ever.
+    for (const sink of sinks) await sink.close();
+  }
+}
+
+/** `--port`: the router's port on 127.0.0.1, 2525 unless given; 0 picks a free one. */
+function parsePort(value: string | undefined): number {
+  if (value === undefined) return 2525;
+  if (!/^\d+$/.test(value) || Number(value) > 65535) throw new UsageError(`--port: expected a port number (0-65535), got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+async function runDemo([primary, ...backups]: [Sink, Sink, Sink], root: string, listenPort: number, once: boolean): Promise<number> {
+  const sinks = [primary, ...backups];
   const config = validateConfig(
     {
-      smtp: { listen: `127.0.0.1:${options.port}`, domain: 'gosmtp-dup.demo' },
+      smtp: { listen: `127.0.0.1:${listenPort}`, domain: 'gosmtp-dup.demo' },
       relay: { destination_primary: primary.label, destination_backups: backups.map((b) => b.label) },
       queue: { dir: join(root, 'queue'), retry_initial_seconds: 2, retry_max_seconds: 30 },
-      log: { level: options.once ? 'warn' : 'info' },
+      log: { level: once ? 'warn' : 'info' },
     },
     'demo',
   );
   const log = createLogger(config.log.level);
-  const router = await startRouter({ config, logger: log });
+  const router = await startDemoRouter(config, log);
   const port = router.address.port;
   const out = (line = '') => process.stdout.write(`${line}\n`);
   try {
@@ -52,7 +70,7 @@ export async function demoCommand(options: { port: number; once: boolean }): Pro
       const files = (await readdir(join(root, sink.name))).filter((f) => f.endsWith('.eml')).sort();
       out(`  ${sink.name.padEnd(9)} received it: ${relative(process.cwd(), join(root, sink.name, files.at(-1)!))}`);
     }
-    if (options.once) return 0;
+    if (once) return 0;
     out();
     out(`Try it yourself:  swaks --server 127.0.0.1:${port} --from you@example.com --to someone@example.net`);
     out('Ctrl-C stops the demo.');
@@ -60,6 +78,16 @@ export async function demoCommand(options: { port: number; once: boolean }): Pro
     return 0;
   } finally {
     await router.close();
-    for (const sink of sinks) await sink.close();
+  }
+}
+
+/** Like `start`, a port that cannot be had is one line naming it, not the bare socket error. */
+async function startDemoRouter(config: Config, log: Logger): Promise<Router> {
+  try {
+    return await startRouter({ config, logger: log });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new Error(`cannot listen on ${config.smtp.listen} (--port): ${e.message}`);
+    throw err;
   }
 }

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../core/config/load.ts';
+import { UsageError } from './usage.ts';
 
 const HELP = `gosmtp-dup: a programmable SMTP router
 
@@ -83,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
     case 'hash-password':
       return (await import('./hash-password.ts')).hashPasswordCommand();
     case 'demo':
-      return (await import('./demo.ts')).demoCommand({ port: values.port === undefined ? 2525 : Number(values.port), once: Boolean(values.once) });
+      return (await import('./demo.ts')).demoCommand({ port: values.port, once: Boolean(values.once) });
     default:
       process.stderr.write(`gosmtp-dup: unknown command "${command}" (see gosmtp-dup --help)\n`);
       return EXIT.USAGE;
@@ -96,7 +97,7 @@ try {
   if (err instanceof ConfigError) {
     process.stderr.write(`gosmtp-dup: invalid configuration (${err.source}):\n${err.problems.map((p) => `  ${p}\n`).join('')}`);
     process.exitCode = EXIT.CONFIG;
-  } else if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+  } else if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
     process.stderr.write(`gosmtp-dup: ${(err as Error).message} (see gosmtp-dup --help)\n`);
     process.exitCode = EXIT.USAGE;
   } else {

@@ -11,11 +11,14 @@ import { acquireSpoolLock, spoolOwner } from '../core/spool/lock.ts';
 import { copyRecipients, type CopyJob } from '../core/spool/types.ts';
 import { CopyWorker } from '../core/spool/worker.ts';
 import { deliveryStack } from '../core/delivery-stack.ts';
+import { UsageError } from './usage.ts';
 
 const USAGE = 'usage: gosmtp-dup queue list|retry [ID]|delete ID|flush [--config FILE]';
+const ACTIONS = new Set(['list', 'retry', 'delete', 'flush']);
 
 export async function queueCommand(args: string[], options: { configFile?: string; json: boolean }): Promise<number> {
   const [action, id] = args;
+  checkUsage(action, id);
   const { config } = await loadConfig({ file: options.configFile });
   // Changes go through the running router, if there is one; otherwise this process takes the
   // spool's lock for them, so that no router starts meanwhile.
@@ -31,6 +34,13 @@ export async function queueCommand(args: string[], options: { configFile?: strin
   }
 }
 
+/** Before the configuration is read or the spool opened: a mistyped command must touch nothing. */
+function checkUsage(action: string | undefined, id: string | undefined): void {
+  if (action === undefined) throw new UsageError(`queue: which action? ${USAGE}`);
+  if (!ACTIONS.has(action)) throw new UsageError(`queue: unknown action "${action}"; ${USAGE}`);
+  if (action === 'delete' && !id) throw new UsageError(`queue delete: which message? ${USAGE}`);
+}
+
 async function act(spool: LogSpool, config: Config, action: string | undefined, id: string | undefined, router: number | undefined, json: boolean): Promise<number> {
   switch (action) {
     case 'list':
@@ -42,15 +52,13 @@ async function act(spool: LogSpool, config: Config, action: string | undefined, 
       return 0;
     }
     case 'delete': {
-      if (!id) return fail(USAGE);
-      if (!(await spool.remove(id))) return fail(`no message ${id} in the queue`);
+      // checkUsage has made sure there is an ID.
+      if (!(await spool.remove(id!))) return fail(`no message ${id} in the queue`);
       process.stdout.write(`deleted ${id}\n`);
       return 0;
     }
-    case 'flush':
+    default: // 'flush': checkUsage lets no other action through
       return flush(spool, config, router);
-    default:
-      return fail(USAGE);
   }
 }
 

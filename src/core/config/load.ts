@@ -6,7 +6,7 @@
  *   4. nothing: environment variables alone must then be a complete configuration.
  * Environment variables `SMTP_DUP_<SECTION>_<KEY>` override whatever the file says.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, extname, resolve } from 'node:path';
 import { cosmiconfig, defaultLoaders, type Loader } from 'cosmiconfig';
 import { z } from 'zod';
@@ -90,10 +90,46 @@ async function loadWith(search: ReturnType<typeof explorer>, path: string) {
   try {
     return await search.load(path);
   } catch (err) {
-    // A syntax error in the file: one line, the parser's own words.
-    const message = (err as Error).message.split('\n')[0];
-    throw new ConfigError([`cannot read ${path}: ${message}`], path);
+    throw new ConfigError([`cannot read ${path}: ${syntaxProblem(err as Error, path)}`], path);
   }
+}
+
+/**
+ * A file that does not load, as what is wrong and where: `bad indentation of a mapping entry at
+ * line 3, column 4`. The parsers' messages start with a header line ("YAML Error in FILE:")
+ * that says neither, and carry code frames and stacks that do not fit on one line.
+ */
+function syntaxProblem(err: Error, path: string): string {
+  const yaml = err as Error & { reason?: string; mark?: { line: number; column: number } };
+  if (yaml.name === 'YAMLException' && yaml.reason !== undefined && yaml.mark) return `${yaml.reason}${at(yaml.mark.line + 1, yaml.mark.column + 1)}`;
+  if (err.name === 'JSONError') return jsonProblem(path);
+  // esbuild (TypeScript, JavaScript): "Transform failed with 1 error:\nFILE:LINE:COLUMN: ERROR: what".
+  const esbuild = /^.*:(\d+):(\d+): ERROR: (.*)$/m.exec(err.message);
+  if (esbuild) return `${esbuild[3]}${at(Number(esbuild[1]), Number(esbuild[2]) + 1)}`;
+  return err.message.split('\n').filter(Boolean).join(' ');
+}
+
+function at(line: number, column: number): string {
+  return ` at line ${line}, column ${column}`;
+}
+
+/**
+ * The JSON parser's message without the file's text quoted in it, and where, when V8 says
+ * ("at position N"; for an unexpected character it does not).
+ */
+function jsonProblem(path: string): string {
+  const text = readFileSync(path, 'utf8').replace(/^\uFEFF/, '');
+  let message = 'not valid JSON';
+  try {
+    JSON.parse(text);
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  const position = / at position (\d+)/.exec(message);
+  const reason = message.replace(/, .*is not valid JSON$/s, '').replace(/ (?:in JSON )?at position \d+.*$/s, '');
+  if (!position) return reason;
+  const before = text.slice(0, Number(position[1])).split('\n');
+  return `${reason}${at(before.length, before.at(-1)!.length + 1)}`;
 }
 
 /** `SMTP_DUP_RELAY_TIMEOUT_SECONDS=5` → `{ relay: { timeout_seconds: "5" } }` merged over `raw`. */
