@@ -171,6 +171,31 @@ describe('durable copies', () => {
     assert.deepEqual(copy!.to, ['a@example.net']);
   });
 
+  test('copies to a backup whose circuit is open wait for its probe; no attempt is counted, even on queue retry', async (t) => {
+    const primary = await sink(t);
+    const placeholder = await rawServer(t, 'silent');
+    const down = `127.0.0.1:${placeholder.port}`;
+    await placeholder.close();
+    const r = await router(t, {
+      config: {
+        relay: { destination_primary: primary.label, destination_backups: [down] },
+        queue: { retry_initial_seconds: 0.05, retry_max_seconds: 0.1 },
+        health: { failure_threshold: 1, cooldown_seconds: 60 },
+      },
+    });
+    const jobs = () => new Map(r.router.spool.pending().map((job) => [job.record.id, job.state]));
+    const waiting = () => [...jobs().values()].every((state) => state.nextAttemptAt > Date.now() + 30_000);
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage('first') });
+    // The first copy's attempt opens the circuit; after its short backoff it waits for the probe.
+    await eventually(() => jobs().size === 1 && waiting(), 5000, 'first copy waits for the probe');
+    await sendMail(r.port, { from: FROM, to: ['b@example.net'], body: sampleMessage('second') });
+    await eventually(() => jobs().size === 2 && waiting(), 5000, 'second copy waits for the probe');
+    assert.deepEqual([...jobs().values()].map((state) => state.attempts).sort(), [0, 1]);
+    assert.equal(await r.router.spool.retryNow(), 2);
+    await eventually(waiting, 5000, 'retried copies wait for the probe again');
+    assert.deepEqual([...jobs().values()].map((state) => state.attempts).sort(), [0, 1], 'nothing was tried, nothing counted');
+  });
+
   test('5xx from a backup dead-letters the copy with the reason; other backups are unaffected', async (t) => {
     const primary = await sink(t);
     const refusing = await sink(t, { name: 'refusing', behaviour: { rcpt: () => ({ code: 550, enhanced: '5.1.1', text: 'no such user' }) } });
@@ -298,18 +323,16 @@ describe('copy worker robustness', () => {
   });
 
   test('two processes taking the spool lock at once: exactly one wins', async (t) => {
-    const dir = await tempDir(t);
-    const child = await import('node:child_process');
-    const script = `import('${new URL('../src/core/spool/lock.ts', import.meta.url).pathname}').then(m => m.acquireSpoolLock(process.argv[1])).then(() => { console.log('got'); setTimeout(() => {}, 1500); }, (e) => console.log('refused: ' + e.message))`;
+    const dir = join(await tempDir(t), 'shared');
+    const { spawn } = await import('node:child_process');
+    // The winner holds the lock until told to let go (its stdin closes), however slowly the other starts.
+    const script = `require('fs').mkdirSync(process.argv[1], { recursive: true }); import('${new URL('../src/core/spool/lock.ts', import.meta.url).pathname}').then(m => m.acquireSpoolLock(process.argv[1])).then(() => { console.log('got'); process.stdin.resume(); process.stdin.on('end', () => process.exit(0)); }, (e) => console.log('refused: ' + e.message))`;
+    const children = [0, 1].map(() => spawn(process.execPath, ['--import', 'tsx', '-e', script, dir], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    t.after(() => children.forEach((child) => child.kill()));
     const runs = await Promise.all(
-      [0, 1].map(
-        () =>
-          new Promise<string>((resolve) => {
-            const dir2 = `${dir}/shared`;
-            child.execFile(process.execPath, ['--import', 'tsx', '-e', `require('fs').mkdirSync('${dir2}', { recursive: true }); ${script}`, dir2], (_e, out) => resolve(out.trim()));
-          }),
-      ),
+      children.map((child) => new Promise<string>((resolve) => child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim())))),
     );
+    for (const child of children) child.stdin.end();
     assert.deepEqual(runs.map((o) => (o.startsWith('got') ? 'got' : 'refused')).sort(), ['got', 'refused'], runs.join(' | '));
   });
 });

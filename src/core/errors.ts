@@ -14,6 +14,8 @@ export const ErrorCodes = {
   UPSTREAM_LOST: 'GSD_UPSTREAM_LOST',
   /** The upstream sent something that is not SMTP. */
   UPSTREAM_PROTOCOL: 'GSD_UPSTREAM_PROTOCOL',
+  /** Every candidate's circuit is open: nothing was tried (no attempt to count against a copy). */
+  CIRCUIT_OPEN: 'GSD_CIRCUIT_OPEN',
   /** A destination's max_connections or rate is reached (and the caller does not wait). */
   DESTINATION_BUSY: 'GSD_DESTINATION_BUSY',
   /** The configuration failed validation. */
@@ -54,6 +56,7 @@ export function replyForError(err: unknown, limits: { maxMessageBytes: number })
   if (!(err instanceof GsdError)) return Replies.localError();
   switch (err.code) {
     case ErrorCodes.UPSTREAM_UNAVAILABLE:
+    case ErrorCodes.CIRCUIT_OPEN:
       return Replies.upstreamUnavailable(err.step ?? 'connect');
     case ErrorCodes.UPSTREAM_TIMEOUT:
       return Replies.upstreamTimeout(err.step ?? 'reply');

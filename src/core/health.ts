@@ -43,6 +43,12 @@ export class HealthRegistry {
     return Date.now() - circuit.openedAt >= this.#options.cooldownMs ? 'half-open' : 'open';
   }
 
+  /** When an open circuit lets its probe through (now, if it is not open). */
+  probeAt(destination: Destination): number {
+    const openedAt = this.#circuits.get(destination.label)?.openedAt;
+    return openedAt === undefined ? Date.now() : Math.max(Date.now(), openedAt + this.#options.cooldownMs);
+  }
+
   /** Whether a new attempt may go to `destination` now. Claims the probe of a half-open circuit. */
   tryAcquire(destination: Destination): boolean {
     const state = this.state(destination);

@@ -128,6 +128,13 @@ export class CopyWorker {
       // At its connection or rate limit: try again shortly, without counting an attempt or
       // holding one of the worker's slots (other destinations go on meanwhile).
       if (isGsdError(err, ErrorCodes.DESTINATION_BUSY)) return this.#spool.postpone(job, Date.now() + BUSY_RETRY_MS);
+      // Its circuit is open: nothing was tried, so no attempt is counted and the backoff does not
+      // grow; the copy waits for the circuit's probe (or, while another copy probes, a moment).
+      if (isGsdError(err, ErrorCodes.CIRCUIT_OPEN)) {
+        const destination = this.#options.resolve(copy);
+        const probeAt = typeof destination === 'string' ? 0 : this.#pool.health.probeAt(destination);
+        return this.#spool.postpone(job, Math.max(probeAt, Date.now() + BUSY_RETRY_MS));
+      }
       outcome = this.#retryAll(job, (err as Error).message);
     }
     const log = {

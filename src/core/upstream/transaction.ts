@@ -150,7 +150,8 @@ export class UpstreamTransaction implements DeliveryTransaction {
       }
     }
     if (lastError) throw lastError;
-    throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, skipped.length ? `circuit open for ${skipped.join(', ')}` : 'no destination to deliver to', { step: 'connect' });
+    if (skipped.length > 0) throw new GsdError(ErrorCodes.CIRCUIT_OPEN, `circuit open for ${skipped.join(', ')}`, { step: 'connect' });
+    throw new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, 'no destination to deliver to', { step: 'connect' });
   }
 
   #connection(): UpstreamConnection {
