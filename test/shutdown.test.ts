@@ -66,6 +66,36 @@ describe('shutdown', () => {
     });
   }
 
+  test('a shutdown that times out says 421 and logs the cut-off transaction; a later 250 is not logged as its verdict', async (t) => {
+    const dir = await tempDir(t);
+    let release!: () => void;
+    const gate = new Promise<undefined>((resolve) => (release = () => resolve(undefined)));
+    let arrived!: () => void;
+    const bodyArrived = new Promise<void>((resolve) => (arrived = resolve));
+    const primary = await sink(t, { behaviour: { data: () => (arrived(), gate) } });
+    const child = await startChildRouter(t, dir, {
+      smtp: { listen: '127.0.0.1:0', shutdown_timeout_seconds: 0.3 },
+      relay: { destination_primary: primary.label },
+      queue: { dir: join(dir, 'spool') },
+    });
+    const busy = await SmtpTestClient.connect(child.port);
+    t.after(() => busy.destroy());
+    await busy.command('EHLO busy');
+    await busy.command('MAIL FROM:<a@example.com>');
+    await busy.command('RCPT TO:<b@example.net>');
+    const finalReply = busy.data(sampleMessage('cut off'));
+    await bodyArrived;
+    child.proc.kill('SIGTERM');
+    assert.equal((await finalReply).code, 421, 'the client hears 421, not a verdict');
+    const cut = await child.waitForLine((l) => l.msg === 'shutdown timed out: transaction cut off with 421; the sender will retry');
+    release(); // the primary answers after all, while the router winds down
+    await child.exited;
+    const verdicts = child.lines.filter((l) => l.id === cut.id && typeof l.msg === 'string' && l.msg.startsWith('transaction'));
+    assert.equal(verdicts.length, 1, JSON.stringify(child.lines.slice(-5)));
+    assert.equal(verdicts[0]!.clientGone, true);
+    assert.equal(verdicts[0]!.level, 40, 'a warning, not the info line of a normal transaction');
+  });
+
   test('copies still pending at shutdown are delivered on the next start', async (t) => {
     const dir = await tempDir(t);
     const primary = await sink(t);

@@ -294,7 +294,11 @@ export class InboundListener {
     // The client hears the verdict first; logging and accounting are not on its clock.
     answer(callback, reply);
     const summary = tx.summary(reply);
-    this.#log.info(summary, 'transaction');
+    if (this.#closed.has(session)) {
+      // The client was gone (it left, or a shutdown that timed out sent it 421) before this
+      // verdict: it never heard it, and will send the message again.
+      this.#log.warn({ ...summary, clientGone: true }, isSuccess(reply) ? 'transaction: accepted after the client was gone; the sender will retry, the destinations may get it twice' : 'transaction: the client was gone');
+    } else this.#log.info(summary, 'transaction');
     this.#deps.events?.transaction(reply, summary.latencyMs / 1000);
     if (summary.primary) {
       const outcome = OUTCOME[replyClass(reply)];
@@ -348,6 +352,9 @@ export class InboundListener {
     for (const conn of this.#live()) if (!this.#transactions.has(conn.id)) this.#goodbye(conn);
     this.#checkDrained();
     const timer = setTimeout(() => {
+      for (const tx of this.#transactions.values()) {
+        this.#log.warn({ id: tx.id }, 'shutdown timed out: transaction cut off with 421; the sender will retry');
+      }
       for (const conn of this.#live()) this.#goodbye(conn);
       this.#drained?.();
     }, this.#options.shutdownTimeoutMs);
