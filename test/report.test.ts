@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
-import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
 import { Journal } from '../src/core/report/journal.ts';
 import { BIN } from './helpers/child-router.ts';
 import { eventually, router, sink, tempDir } from './helpers/fixtures.ts';
@@ -54,6 +54,31 @@ describe('migration report', () => {
     assert.match(text, /Disagreements \(accepted synchronously, refused for good by a copy destination\): 1/);
     assert.match(text, /<legacy-only@example\.com>/);
     assert.match(text, /Pending copies: 0/);
+  });
+
+  test('a client that leaves mid-message is not counted against the primary', async (t) => {
+    const dir = await tempDir(t);
+    const primary = await sink(t);
+    const queueDir = join(dir, 'spool');
+    const config = { relay: { destination_primary: primary.label }, queue: { dir: queueDir } };
+    const r = await router(t, { config });
+    const leaver = await SmtpTestClient.connect(r.port);
+    await leaver.command('EHLO leaver');
+    await leaver.command('MAIL FROM:<a@example.org>');
+    await leaver.command('RCPT TO:<b@example.com>');
+    assert.equal((await leaver.command('DATA')).code, 354);
+    leaver.write('Subject: half\r\n\r\nthe first half of a mess');
+    leaver.destroy();
+    await sendMail(r.port, { from: 'a@example.org', to: ['c@example.com'], body: sampleMessage('whole') });
+    await r.close();
+    assert.equal(primary.messages.length, 1);
+    const configFile = join(dir, 'config.yaml');
+    await writeFile(configFile, stringify(config));
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [BIN, 'report', '--json', '--config', configFile], (err, out, stderr) => (err ? reject(new Error(stderr)) : resolve(out))),
+    );
+    const sync = JSON.parse(stdout).destinations.find((d: { kind: string }) => d.kind === 'sync');
+    assert.deepEqual(sync, { destination: primary.label, kind: 'sync', accepted: 1, deferred: 0, rejected: 0 });
   });
 
   test('journal lines are written in batches, without waiting for the router to stop', async (t) => {

@@ -294,13 +294,17 @@ export class InboundListener {
     // The client hears the verdict first; logging and accounting are not on its clock.
     answer(callback, reply);
     const summary = tx.summary(reply);
-    if (this.#closed.has(session)) {
+    // Gone: the session closed, or the body stream was cut off (smtp-server destroys it at once
+    // when the client leaves mid-message; the session's close comes a moment later).
+    const gone = this.#closed.has(session) || (stream.destroyed && !stream.readableEnded);
+    if (gone) {
       // The client was gone (it left, or a shutdown that timed out sent it 421) before this
       // verdict: it never heard it, and will send the message again.
       this.#log.warn({ ...summary, clientGone: true }, isSuccess(reply) ? 'transaction: accepted after the client was gone; the sender will retry, the destinations may get it twice' : 'transaction: the client was gone');
     } else this.#log.info(summary, 'transaction');
     this.#deps.events?.transaction(reply, summary.latencyMs / 1000);
-    if (summary.primary) {
+    // A client that left mid-message is no verdict on the primary: it was never given the whole message.
+    if (summary.primary && !(gone && !isSuccess(reply))) {
       const outcome = OUTCOME[replyClass(reply)];
       this.#deps.events?.delivery({
         id: tx.id,
