@@ -256,6 +256,24 @@ describe('durable copies', () => {
 });
 
 describe('copies over a pipelining connection', () => {
+  test('an lmtp:// backup\'s per-recipient final replies: only the deferred recipient is sent again', async (t) => {
+    const primary = await sink(t);
+    let deferrals = 0;
+    const backup = await sink(t, {
+      name: 'lmtp-backup',
+      lmtp: true,
+      behaviour: { finalFor: (to) => (to.startsWith('busy') && deferrals++ === 0 ? { code: 452, enhanced: '4.2.2', text: 'Mailbox busy' } : undefined) },
+    });
+    const r = await router(t, {
+      config: { relay: { destination_primary: primary.label, destination_backups: [`lmtp://${backup.label}`] }, queue: { retry_initial_seconds: 0.1 } },
+    });
+    await sendMail(r.port, { from: FROM, to: ['ok@example.net', 'busy@example.net'], body: sampleMessage('lmtp copy') });
+    const [first, second] = await backup.waitFor(2);
+    assert.deepEqual(first!.to, ['ok@example.net', 'busy@example.net']);
+    assert.deepEqual(second!.to, ['busy@example.net'], 'ok@ had it already');
+    await eventually(() => r.router.spool.pending().length === 0, 5000, 'copy settled');
+  });
+
   test('MAIL FROM, RCPT TO and DATA go to a backup in one write, and the copy arrives whole', async (t) => {
     const primary = await sink(t);
     const backup = await rawServer(t, 'lenient');

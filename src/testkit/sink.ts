@@ -36,6 +36,8 @@ export interface SinkBehaviour {
   rcpt?(to: string): SmtpReply | undefined;
   /** May return a promise, to hold the final reply back (a slow server). */
   data?(message: CapturedMessage): SmtpReply | undefined | Promise<SmtpReply | undefined>;
+  /** LMTP only: one recipient's own final reply (undefined: accepted). */
+  finalFor?(recipient: string): SmtpReply | undefined;
 }
 
 export interface Sink {
@@ -161,7 +163,13 @@ export async function startSink(options: SinkOptions = {}): Promise<Sink> {
           done.then(
             () => {
               const ok = `2.0.0 Ok: queued as ${options.name ?? 'sink'}-${messages.length}`;
-              if (options.lmtp) (callback as unknown as (err: null, replies: string[]) => void)(null, message.to.map(() => ok));
+              if (options.lmtp) {
+                const replies = message.to.map((to) => {
+                  const own = behaviour.finalFor?.(to);
+                  return own ? new ReplyError(own) : ok;
+                });
+                (callback as unknown as (err: null, replies: Array<string | Error>) => void)(null, replies);
+              }
               else callback(null, ok);
               for (const wake of waiters.splice(0)) wake();
             },

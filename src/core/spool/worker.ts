@@ -219,6 +219,21 @@ export class CopyWorker {
     } catch (err) {
       return this.#outcome(job, refused, refusedWhy.join('; '), [...accepted, ...deferred], (err as Error).message);
     }
+    if (final.perRecipient?.length === accepted.length) {
+      // LMTP: each accepted recipient has its own verdict; only those deferred are tried again.
+      for (const [index, recipient] of accepted.entries()) {
+        const verdict = final.perRecipient[index]!;
+        const why = `DATA <${recipient.address}>: ${formatReply(verdict)}`;
+        if (replyClass(verdict) === 'reject') {
+          refused.push(recipient);
+          refusedWhy.push(why);
+        } else if (replyClass(verdict) === 'tempfail') {
+          deferred.push(recipient);
+          deferredWhy.push(why);
+        }
+      }
+      return this.#outcome(job, refused, refusedWhy.join('; '), deferred, deferredWhy.join('; '));
+    }
     const dataWhy = `DATA: ${formatReply(final)}`;
     switch (replyClass(final)) {
       case 'success':

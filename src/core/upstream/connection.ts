@@ -263,7 +263,7 @@ export class UpstreamConnection {
     const final =
       finalReplies <= 1
         ? this.#expect('final', finalTimeoutMs, false)
-        : Promise.all(Array.from({ length: finalReplies }, () => this.#expect('final', finalTimeoutMs, false))).then(worstReply);
+        : Promise.all(Array.from({ length: finalReplies }, () => this.#expect('final', finalTimeoutMs, false))).then((replies) => ({ ...worstReply(replies), perRecipient: replies }));
     final.catch(() => undefined); // observed below; a failed body must not leave it unhandled
     const stuffer = new DotStuffer();
     const socket = this.#socket;

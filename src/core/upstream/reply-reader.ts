@@ -9,6 +9,8 @@ export interface UpstreamReply extends SmtpReply {
   readonly lines: readonly string[];
   /** Set on the reply to a MAIL FROM that was pipelined with the first RCPT TO (and refused). */
   readonly command?: 'MAIL';
+  /** LMTP's final replies, one per accepted recipient in order (the reply itself is the worst). */
+  readonly perRecipient?: readonly UpstreamReply[];
 }
 
 /** A reply longer than this is a broken or hostile server, not SMTP. */
