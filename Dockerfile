@@ -17,9 +17,10 @@ RUN useradd --system --home-dir /app --shell /usr/sbin/nologin gosmtp \
 USER gosmtp
 
 # The configuration is read from /etc/smtp-dup/config.yaml (mount it) or from SMTP_DUP_* variables.
+# The spool is queue.dir from that file (config.example.yaml: /var/spool/gosmtp-dup, the volume);
+# no variable here overrides it. With variables alone, pass SMTP_DUP_QUEUE_DIR=/var/spool/gosmtp-dup.
 # /healthz is served on loopback inside the container, for the healthcheck below.
-ENV SMTP_DUP_QUEUE_DIR=/var/spool/gosmtp-dup \
-    SMTP_DUP_METRICS_LISTEN=127.0.0.1:9090
+ENV SMTP_DUP_METRICS_LISTEN=127.0.0.1:9090
 VOLUME ["/var/spool/gosmtp-dup"]
 EXPOSE 2525
 

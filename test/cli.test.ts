@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { selfSigned } from './helpers/certs.ts';
 import { BIN } from './helpers/child-router.ts';
 import { rawServer, router, sink, tempDir } from './helpers/fixtures.ts';
 
@@ -109,6 +110,70 @@ describe('cli', () => {
       assert.equal(run.code, 78, run.stderr);
       assert.equal(run.stderr, `gosmtp-dup: invalid configuration (${join(dir, name)}):\n  cannot read ${join(dir, name)}: ${problem}\n`);
     }
+  });
+
+  test('check refuses smtp.tls files that start would refuse, naming the key, and says the same as start', async (t) => {
+    const dir = await tempDir(t);
+    const good = await selfSigned(dir);
+    const junk = join(dir, 'junk.pem');
+    await writeFile(junk, 'not a certificate\n');
+    const cases: Array<[{ cert: string; key: string }, RegExp]> = [
+      [{ cert: join(dir, 'missing-cert.pem'), key: good.key }, /^ {2}smtp\.tls\.cert: cannot read .*missing-cert\.pem: ENOENT$/m],
+      [{ cert: good.cert, key: join(dir, 'missing-key.pem') }, /^ {2}smtp\.tls\.key: cannot read .*missing-key\.pem: ENOENT$/m],
+      [{ cert: junk, key: good.key }, /^ {2}smtp\.tls\.cert: .*junk\.pem is not a PEM certificate/m],
+      [{ cert: good.cert, key: junk }, /^ {2}smtp\.tls\.key: .*junk\.pem is not a PEM private key/m],
+    ];
+    const file = join(dir, 'config.yaml');
+    for (const [tls, problem] of cases) {
+      await writeFile(file, stringify({ smtp: { listen: '127.0.0.1:0', tls }, relay: { destination_primary: 'mx:25' }, queue: { dir: join(dir, 'q') } }));
+      const check = await cli(['check', '--config', file]);
+      assert.equal(check.code, 78, check.stderr);
+      assert.match(check.stderr, new RegExp(`^gosmtp-dup: invalid configuration \\(${file.replace(/[.]/g, '\\.')}\\):\n`));
+      assert.match(check.stderr, problem);
+      const start = await cli(['start', '--config', file], { timeout: 20_000 });
+      assert.equal(start.code, 78, start.stderr);
+      assert.equal(start.stderr, check.stderr, 'check says what start says');
+    }
+  });
+
+  test('unknown keys and SMTP_DUP_ variables get a "did you mean"; a bad variable is named, not the file', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'config.yaml');
+    await writeFile(file, 'relay:\n  destination_primray: mx.example.com:25\n');
+    const typo = await cli(['check', '--config', file], { env: { SMTP_DUP_RELAY_DESTINATION_PRIMARY: 'mx:25' } });
+    assert.equal(typo.code, 78);
+    assert.equal(typo.stderr, `gosmtp-dup: invalid configuration (${file}):\n  relay.destination_primray: unknown key "destination_primray" (did you mean "destination_primary"?)\n`);
+
+    await writeFile(file, 'relay:\n  destination_primary: mx.example.com:25\n');
+    const variable = await cli(['check', '--config', file], { env: { SMTP_DUP_RELAY_DESTINATON_PRIMARY: 'mx:25' } });
+    assert.equal(variable.code, 78);
+    assert.equal(
+      variable.stderr,
+      `gosmtp-dup: invalid configuration (${file}):\n  SMTP_DUP_RELAY_DESTINATON_PRIMARY: unknown environment variable (did you mean "SMTP_DUP_RELAY_DESTINATION_PRIMARY"?)\n`,
+    );
+
+    const value = await cli(['check', '--config', file], { env: { SMTP_DUP_RELAY_TIMEOUT_SECONDS: 'soon' } });
+    assert.equal(value.code, 78);
+    assert.match(value.stderr, /^ {2}relay\.timeout_seconds \(from SMTP_DUP_RELAY_TIMEOUT_SECONDS\): expected a positive number, got "soon"$/m);
+
+    // The project's own variables that are not keys (bin/gosmtp-dup.mjs) are not problems.
+    assert.equal((await cli(['check', '--config', file], { env: { GOSMTP_DUP_FROM_SOURCE: '1' } })).code, 0);
+  });
+
+  test('queue list and check on a spool that does not exist say so and create nothing', async (t) => {
+    const dir = await tempDir(t);
+    const queueDir = join(dir, 'no-such-spool');
+    const file = join(dir, 'config.yaml');
+    await writeFile(file, stringify({ relay: { destination_primary: 'mx:25' }, queue: { dir: queueDir } }));
+    const listed = await cli(['queue', 'list', '--config', file]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.equal(listed.stdout, `queue is empty: no spool at ${queueDir}\n`);
+    assert.deepEqual(JSON.parse((await cli(['queue', 'list', '--json', '--config', file])).stdout), { pending: [], dead: [] });
+    const deleted = await cli(['queue', 'delete', 'abc', '--config', file]);
+    assert.equal(deleted.code, 1);
+    assert.match(deleted.stderr, /no message abc in the queue: no spool at/);
+    assert.equal((await cli(['check', '--config', file])).code, 0);
+    assert.deepEqual(await readdir(dir), ['config.yaml'], 'no spool was created');
   });
 
   test('a port in use is one clear line and a non-zero exit', async (t) => {

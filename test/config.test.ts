@@ -126,7 +126,35 @@ describe('configuration', () => {
       'smtp.bare_line_endings: expected "normalize" or "reject", got "maybe"',
       'relay.destination_primary: expected a port between 1 and 65535, got "mx.example.com:99999"',
       'relay.timeout_seconds: expected a positive number, got "soon"',
-      'relay.destination_primay: unknown key',
+      'relay.destination_primay: unknown key "destination_primay" (did you mean "destination_primary"?)',
+    ]);
+  });
+
+  test('unknown keys suggest a close match at any depth, and only a close one', async (t) => {
+    const dir = await tempDir(t);
+    await writeFile(
+      join(dir, 'config.yaml'),
+      `qeue: {}\nsmtp:\n  tls: { cert: a.pem, key: b.pem, kye: c }\n  frobnicate: 1\nrelay:\n  destination_primary: mx:25\nauth:\n  users: [{ user: a, password_hsh: x }]\n`,
+    );
+    assert.deepEqual(await problemsOf(loadConfig({ cwd: dir, env: {} })), [
+      'smtp.tls.kye: unknown key "kye" (did you mean "key"?)',
+      'smtp.frobnicate: unknown key "frobnicate"',
+      'auth.users.0.password_hash: required',
+      'auth.users.0.password_hsh: unknown key "password_hsh" (did you mean "password_hash"?)',
+      'qeue: unknown key "qeue" (did you mean "queue"?)',
+    ]);
+  });
+
+  test('an SMTP_DUP_ variable a typo away from a key is a problem (others may be the deployment\'s own); a bad value names its variable', async (t) => {
+    const dir = await tempDir(t);
+    await writeFile(join(dir, 'config.yaml'), SEED_YAML);
+    const env = { SMTP_DUP_RELAY_DESTINATON_PRIMARY: 'x:25', SMTP_DUP_UPSTREAM_PASSWORD: 'secret', GOSMTP_DUP_FROM_SOURCE: '1' };
+    assert.deepEqual(await problemsOf(loadConfig({ cwd: dir, env })), [
+      'SMTP_DUP_RELAY_DESTINATON_PRIMARY: unknown environment variable (did you mean "SMTP_DUP_RELAY_DESTINATION_PRIMARY"?)',
+    ]);
+    assert.deepEqual(await problemsOf(loadConfig({ cwd: dir, env: { SMTP_DUP_RELAY_TIMEOUT_SECONDS: 'soon', SMTP_DUP_RELAY_DESTINATION_BACKUPS: 'a:25, b:0' } })), [
+      'relay.destination_backups.1 (from SMTP_DUP_RELAY_DESTINATION_BACKUPS): expected a port between 1 and 65535, got "b:0"',
+      'relay.timeout_seconds (from SMTP_DUP_RELAY_TIMEOUT_SECONDS): expected a positive number, got "soon"',
     ]);
   });
 

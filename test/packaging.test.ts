@@ -45,6 +45,17 @@ describe('packaging', () => {
     }
   });
 
+  test('the unit and the image take the spool from the config file, where admin commands find it too', async () => {
+    const spool = validateConfig(parse(await read('config.example.yaml')), 'config.example.yaml').queue.dir;
+    const unit = await read('packaging/gosmtp-dup.service');
+    // An Environment= override would send `gosmtp-dup queue list`, run without it, to another spool.
+    assert.doesNotMatch(unit, /^Environment=.*SMTP_DUP_/m);
+    assert.match(unit, new RegExp(`^ReadWritePaths=-?${spool}$`, 'm'), 'the unit may write the example config\'s spool');
+    const dockerfile = await read('Dockerfile');
+    assert.doesNotMatch(dockerfile.replace(/^#.*$/gm, ''), /SMTP_DUP_QUEUE_DIR=/);
+    assert.match(dockerfile, new RegExp(`^VOLUME \\["${spool}"\\]$`, 'm'));
+  });
+
   test('systemd accepts the unit (systemd-analyze verify)', async (t) => {
     const { execFile } = await import('node:child_process');
     const result = await new Promise<{ code: number | null; output: string } | undefined>((resolve) =>

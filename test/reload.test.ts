@@ -75,6 +75,37 @@ describe('reload', () => {
     await sendMail(child.port, { from: 'x@example.com', to: ['y@example.net'], body: sampleMessage() });
     assert.equal(b.messages.length, 1);
   });
+  test('gosmtp-dup reload checks the file the router reloads: another --config is refused, TLS files are read', async (t) => {
+    const dir = await tempDir(t);
+    const a = await sink(t, { name: 'a' });
+    const b = await sink(t, { name: 'b' });
+    const base = { smtp: { listen: '127.0.0.1:0' }, queue: { dir: join(dir, 'spool') } };
+    const child = await startChildRouter(t, dir, { ...base, relay: { destination_primary: a.label } });
+    const routerFile = String(child.lines.find((l) => l.msg === 'gosmtp-dup listening')!.config);
+    const cli = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [BIN, ...args], (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr })),
+      );
+
+    // A valid file on the same spool, but not the one the router reads: before, this printed OK
+    // and the router reloaded its own file instead.
+    const other = join(dir, 'other.yaml');
+    await writeFile(other, stringify({ ...base, relay: { destination_primary: b.label } }));
+    const refused = await cli(['reload', '--config', other]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.equal(refused.stderr, `gosmtp-dup: the router (pid ${child.proc.pid}) reloads ${routerFile}, not ${other}; use --config ${routerFile}, or restart the router with --config ${other}\n`);
+
+    // The router's own file with a certificate it could not read: refused here, the router not signalled.
+    await writeFile(routerFile, stringify({ ...base, smtp: { ...base.smtp, tls: { cert: join(dir, 'none.pem'), key: join(dir, 'none.pem') } }, relay: { destination_primary: b.label } }));
+    const tls = await cli(['reload', '--config', routerFile]);
+    assert.equal(tls.code, 78);
+    assert.match(tls.stderr, /^ {2}smtp\.tls\.cert: cannot read .*none\.pem: ENOENT$/m);
+
+    await sendMail(child.port, { from: 'x@example.com', to: ['y@example.net'], body: sampleMessage() });
+    assert.equal(a.messages.length, 1, 'still the configuration it started with');
+    assert.equal(b.messages.length, 0);
+    assert.ok(!child.lines.some((l) => l.msg === 'configuration reloaded' || l.msg === 'reload failed: keeping the running configuration'), 'never signalled');
+  });
 });
 
 describe('reload, in process', () => {

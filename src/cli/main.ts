@@ -14,7 +14,7 @@ const HELP = `gosmtp-dup: a programmable SMTP router
 Usage:
   gosmtp-dup start [--config FILE]            run the router
   gosmtp-dup check [--config FILE]            validate and print the resolved configuration
-  gosmtp-dup reload [--config FILE]           check, then make the running router reload (SIGHUP)
+  gosmtp-dup reload [--config FILE]           check the running router's config file, then make it reload (SIGHUP)
   gosmtp-dup queue list [--json] [--config FILE]
   gosmtp-dup queue retry [ID] [--config FILE] make pending copies (or one message's) due now
   gosmtp-dup queue delete ID [--config FILE]  drop a message's pending copies

@@ -3,6 +3,7 @@
  * Postfix's mailq / postqueue -f / postsuper -d. Works beside a running router: the router owns
  * delivery, these commands read the spool and ask it (through the spool folder) to act.
  */
+import { existsSync } from 'node:fs';
 import { loadConfig } from '../core/config/load.ts';
 import type { Config } from '../core/config/schema.ts';
 import { silentLogger } from '../core/logger.ts';
@@ -20,6 +21,9 @@ export async function queueCommand(args: string[], options: { configFile?: strin
   const [action, id] = args;
   checkUsage(action, id);
   const { config } = await loadConfig({ file: options.configFile });
+  // Opening a spool creates it: a mistyped queue.dir (or a missing SMTP_DUP_QUEUE_DIR) must
+  // show as "no spool here", not as a new empty one.
+  if (!existsSync(config.queue.dir)) return noSpool(config.queue.dir, action, id, options.json);
   // Changes go through the running router, if there is one; otherwise this process takes the
   // spool's lock for them, so that no router starts meanwhile.
   const router = await spoolOwner(config.queue.dir);
@@ -60,6 +64,15 @@ async function act(spool: LogSpool, config: Config, action: string | undefined, 
     default: // 'flush': checkUsage lets no other action through
       return flush(spool, config, router);
   }
+}
+
+/** Nothing queued, since there is no spool at all; says where it looked. */
+function noSpool(dir: string, action: string | undefined, id: string | undefined, json: boolean): number {
+  if (action === 'delete') return fail(`no message ${id} in the queue: no spool at ${dir}`);
+  if (action === 'retry' && id !== undefined) return fail(`no pending copies for message ${id}: no spool at ${dir}`);
+  if (json && action === 'list') process.stdout.write(`${JSON.stringify({ pending: [], dead: [] }, null, 2)}\n`);
+  else process.stdout.write(`queue is empty: no spool at ${dir}\n`);
+  return 0;
 }
 
 function fail(message: string): number {

@@ -1,10 +1,14 @@
 import { ConfigError, configDir, loadConfig } from '../core/config/load.ts';
 import { createLogger } from '../core/logger.ts';
 import { startRouter, type Router } from '../core/router.ts';
+import { checkTlsFiles } from './check.ts';
+import { recordConfig } from './reload.ts';
 
 /** Runs the router until SIGTERM or SIGINT, then drains and exits 0. SIGHUP reloads the configuration. */
 export async function startCommand(options: { configFile?: string }): Promise<number> {
   const { config, source } = await loadConfig({ file: options.configFile });
+  // Before anything starts, and with the same words as `check`.
+  await checkTlsFiles(config, source);
   const log = createLogger(config.log.level);
   let router: Router;
   try {
@@ -14,7 +18,14 @@ export async function startCommand(options: { configFile?: string }): Promise<nu
     if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') throw new Error(`cannot listen on ${config.smtp.listen}: ${e.message}`);
     throw err;
   }
-  const onHangup = () => void reload(router, options.configFile, log);
+  // Reloads re-read the file found now, even if a search would later find another; recorded
+  // beside the spool's lock so that `gosmtp-dup reload` checks that very file.
+  const file = source === 'environment' ? undefined : source;
+  await recordConfig(config.queue.dir, source).catch(async (err: unknown) => {
+    await router.close();
+    throw err;
+  });
+  const onHangup = () => void reload(router, file, log);
   process.on('SIGHUP', onHangup);
   await waitForSignal(log);
   process.off('SIGHUP', onHangup);

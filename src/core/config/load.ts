@@ -132,17 +132,88 @@ function jsonProblem(path: string): string {
   return `${reason}${at(before.length, before.at(-1)!.length + 1)}`;
 }
 
-/** `SMTP_DUP_RELAY_TIMEOUT_SECONDS=5` → `{ relay: { timeout_seconds: "5" } }` merged over `raw`. */
-export function applyEnvironment(raw: unknown, env: NodeJS.ProcessEnv): unknown {
+/** The variable that overrides a key: `relay.timeout_seconds` → `SMTP_DUP_RELAY_TIMEOUT_SECONDS`. */
+function envName(section: string, key: string): string {
+  return `SMTP_DUP_${section}_${key}`.toUpperCase();
+}
+
+/**
+ * `SMTP_DUP_RELAY_TIMEOUT_SECONDS=5` → `{ relay: { timeout_seconds: "5" } }` merged over `raw`.
+ * `used` collects `relay.timeout_seconds` → the variable, so that a bad value blames the variable, not the file.
+ */
+export function applyEnvironment(raw: unknown, env: NodeJS.ProcessEnv, used = new Map<string, string>()): unknown {
   if (!isPlainObject(raw)) return raw;
   // Copies only what it changes: a TypeScript config may hold plugin objects that cannot be cloned.
   const base: Record<string, unknown> = { ...raw };
   for (const { section, key } of configKeys) {
-    const value = env[`SMTP_DUP_${section}_${key}`.toUpperCase()];
+    const name = envName(section, key);
+    const value = env[name];
     if (value === undefined) continue;
     base[section] = { ...(isPlainObject(base[section]) ? base[section] : {}), [key]: value };
+    used.set(`${section}.${key}`, name);
   }
   return base;
+}
+
+/**
+ * `SMTP_DUP_` variables a typo away from a key's: a misspelt override would otherwise be silently
+ * ignored. Others are left alone: a deployment may keep its own (a secret that the file names as
+ * `${SMTP_DUP_UPSTREAM_PASS}`, one a TypeScript config reads).
+ */
+export function unknownEnvironment(env: NodeJS.ProcessEnv): string[] {
+  const known = configKeys.map(({ section, key }) => envName(section, key));
+  return Object.keys(env)
+    .filter((name) => name.startsWith('SMTP_DUP_') && !known.includes(name))
+    .sort()
+    .flatMap((name) => {
+      const suggestion = didYouMean(name, known);
+      return suggestion ? [`${name}: unknown environment variable${suggestion}`] : [];
+    });
+}
+
+/** ` (did you mean "x"?)` for the closest candidate a typo away (a few edits), else nothing. */
+export function didYouMean(word: string, candidates: readonly string[]): string {
+  let best: string | undefined;
+  let bestDistance = Math.min(3, Math.max(1, Math.floor(word.length / 4))) + 1;
+  for (const candidate of candidates) {
+    const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best === undefined ? '' : ` (did you mean "${best}"?)`;
+}
+
+/** Levenshtein distance, with a swap of two neighbours counting as one edit (`primray`). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The keys `schema` allows at `path` (an object inside it), for "did you mean". */
+function keysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  let node: z.ZodType | undefined = schema;
+  for (const part of [...path, undefined]) {
+    // Down through optional/default/preprocess wrappers, records, lists and unions to the object.
+    for (let guard = 0; node && !(node instanceof z.ZodObject) && guard < 10; guard++) {
+      if (node instanceof z.ZodRecord) node = node.valueType as z.ZodType;
+      else if (node instanceof z.ZodArray) node = node.element as z.ZodType;
+      else if (node instanceof z.ZodUnion) node = (node.options as z.ZodType[]).find((option) => option instanceof z.ZodObject);
+      else if (node instanceof z.ZodPipe) node = node.out as z.ZodType;
+      else if ('unwrap' in node) node = (node as unknown as { unwrap(): z.ZodType }).unwrap();
+      else node = undefined;
+    }
+    if (!(node instanceof z.ZodObject)) return [];
+    if (part === undefined) return Object.keys(node.shape);
+    // Otherwise the part is a record's name or a list's index, already stepped over by the loop above.
+    if (typeof part === 'string' && part in node.shape) node = node.shape[part] as z.ZodType;
+  }
+  return [];
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -152,13 +223,20 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 /** Keys whose values are never printed: in errors, `check`, or logs. */
 export const SECRET_KEYS = new Set(['pass', 'password', 'password_hash']);
 
-/** One line per problem, naming the key path: `relay.timeout_seconds: expected a positive number, got "soon"`. */
-export function describeIssues(error: z.ZodError): string[] {
+/**
+ * One line per problem, naming the key path: `relay.timeout_seconds: expected a positive number, got "soon"`,
+ * and the variable when the value came from one (`fromEnv`, filled by applyEnvironment). Unknown keys
+ * get a "did you mean" from `schema`, the one that was validated (plugin options have their own).
+ */
+export function describeIssues(error: z.ZodError, context: { schema?: z.ZodType; fromEnv?: ReadonlyMap<string, string> } = {}): string[] {
+  const { schema, fromEnv = new Map<string, string>() } = context;
   return error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.') || '(top level)';
+    const variable = fromEnv.get(issue.path.slice(0, 2).map(String).join('.'));
+    const path = (issue.path.map(String).join('.') || '(top level)') + (variable ? ` (from ${variable})` : '');
     if (issue.code === 'unrecognized_keys') {
-      const prefix = issue.path.length ? `${path}.` : '';
-      return issue.keys.map((key) => `${prefix}${key}: unknown key`).join('\n');
+      const prefix = issue.path.length ? `${issue.path.map(String).join('.')}.` : '';
+      const known = schema ? keysAt(schema, issue.path) : [];
+      return issue.keys.map((key) => `${prefix}${key}: unknown key "${key}"${didYouMean(key, known)}`).join('\n');
     }
     const input = (issue as { input?: unknown }).input;
     // The value is shown to help, unless it could be a secret or holds one.
@@ -193,9 +271,9 @@ export function expandEnvironment(raw: unknown, env: NodeJS.ProcessEnv, problems
   return raw;
 }
 
-export function validateConfig(raw: unknown, source: string): Config {
+export function validateConfig(raw: unknown, source: string, fromEnv?: ReadonlyMap<string, string>): Config {
   const result = configSchema.safeParse(raw, { reportInput: true });
-  if (!result.success) throw new ConfigError(describeIssues(result.error).flatMap((line) => line.split('\n')), source);
+  if (!result.success) throw new ConfigError(describeIssues(result.error, { schema: configSchema, fromEnv }).flatMap((line) => line.split('\n')), source);
   return result.data;
 }
 
@@ -208,9 +286,10 @@ export async function loadConfig(options: { file?: string; cwd?: string; env?: N
   const cwd = options.cwd ?? process.cwd();
   const { raw, source } = await readConfigFile(options.file, cwd);
   const env = options.env ?? process.env;
-  const problems: string[] = [];
-  const expanded = expandEnvironment(applyEnvironment(raw ?? {}, env), env, problems);
+  const problems = unknownEnvironment(env);
+  const fromEnv = new Map<string, string>();
+  const expanded = expandEnvironment(applyEnvironment(raw ?? {}, env, fromEnv), env, problems);
   if (problems.length) throw new ConfigError(problems, source);
-  const config = validateConfig(expanded, source);
+  const config = validateConfig(expanded, source, fromEnv);
   return { config, source };
 }
