@@ -160,7 +160,7 @@ describe('cli', () => {
     assert.equal((await cli(['check', '--config', file], { env: { GOSMTP_DUP_FROM_SOURCE: '1' } })).code, 0);
   });
 
-  test('queue list and check on a spool that does not exist say so and create nothing', async (t) => {
+  test('queue list, report and check on a spool that does not exist say so and create nothing', async (t) => {
     const dir = await tempDir(t);
     const queueDir = join(dir, 'no-such-spool');
     const file = join(dir, 'config.yaml');
@@ -173,6 +173,10 @@ describe('cli', () => {
     assert.equal(deleted.code, 1);
     assert.match(deleted.stderr, /no message abc in the queue: no spool at/);
     assert.equal((await cli(['check', '--config', file])).code, 0);
+    const report = await cli(['report', '--config', file]);
+    assert.equal(report.code, 0, report.stderr);
+    assert.equal(report.stdout, `gosmtp-dup migration report: no spool at ${queueDir}, nothing recorded\n`);
+    assert.deepEqual(JSON.parse((await cli(['report', '--json', '--config', file])).stdout).destinations, []);
     assert.deepEqual(await readdir(dir), ['config.yaml'], 'no spool was created');
   });
 

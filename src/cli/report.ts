@@ -1,6 +1,7 @@
 /**
  * `gosmtp-dup report [--days N] [--json]`: the migration report, from the spool and its journal.
  */
+import { existsSync } from 'node:fs';
 import { loadConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { buildReport } from '../core/report/report.ts';
@@ -13,6 +14,12 @@ export async function reportCommand(options: { configFile?: string; days?: strin
     return 64;
   }
   const { config } = await loadConfig({ file: options.configFile });
+  // Opening a spool creates it: a mistyped queue.dir must show as "nothing here", not become one.
+  if (!existsSync(config.queue.dir)) {
+    if (options.json) process.stdout.write(`${JSON.stringify({ destinations: [], disagreements: [], pending: [] }, null, 2)}\n`);
+    else process.stdout.write(`gosmtp-dup migration report: no spool at ${config.queue.dir}, nothing recorded\n`);
+    return 0;
+  }
   const spool = new LogSpool(config.queue.dir, silentLogger());
   await spool.open();
   const report = await buildReport(config.queue.dir, spool, { sinceDays: days });
