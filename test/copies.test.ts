@@ -2,12 +2,15 @@
  * Backups mirror the primary (behaviour 5) and copies are durable (behaviour 6).
  */
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { stringify } from 'yaml';
 import { silentLogger } from '../src/core/logger.ts';
 import { LogSpool } from '../src/core/spool/log-spool.ts';
 import { sampleMessage, sendMail } from '../src/testkit/index.ts';
+import { BIN } from './helpers/child-router.ts';
 import { eventually, rawServer, router, sink, spoolFiles, tempDir } from './helpers/fixtures.ts';
 
 const FROM = 'sender@example.com';
@@ -210,6 +213,55 @@ describe('durable copies', () => {
     assert.deepEqual(letter!.recipients.map((x) => x.address), ['a@example.net']);
     assert.ok((await readdir(join(r.queueDir, 'dead'))).some((f) => f.endsWith('.eml')), 'the body is kept with the dead letter');
     await eventually(() => r.router.spool.pending().length === 0, 5000, 'nothing pending');
+  });
+
+  test('queue requeue puts dead letters back: the running router delivers them, byte for byte', async (t) => {
+    const dir = await tempDir(t);
+    const queueDir = join(dir, 'spool');
+    const primary = await sink(t);
+    const backup = await sink(t, { name: 'new', behaviour: { rcpt: () => ({ code: 550, enhanced: '5.1.1', text: 'no such mailbox yet' }) } });
+    const config = { relay: { destination_primary: primary.label, destination_backups: [backup.label] }, queue: { dir: queueDir } };
+    const r = await router(t, { config });
+    const body = sampleMessage('requeue me');
+    await sendMail(r.port, { from: FROM, to: ['a@example.net', 'b@example.net'], body });
+    await eventually(async () => (await r.router.spool.deadLetters()).length === 1, 5000, 'dead-lettered');
+    backup.behave({}); // the mailboxes now exist
+    const file = join(dir, 'config.yaml');
+    await writeFile(file, stringify(config));
+    const run = await new Promise<{ code: number; stdout: string }>((resolve) =>
+      execFile(process.execPath, [BIN, 'queue', 'requeue', '--config', file], (err, stdout) => resolve({ code: err ? 1 : 0, stdout })),
+    );
+    assert.equal(run.code, 0);
+    assert.match(run.stdout, /^requeued 1 dead copy; the running router \(pid \d+\) delivers them now/);
+    const [copy] = await backup.waitFor(1);
+    assert.deepEqual(copy!.to, ['a@example.net', 'b@example.net']);
+    assert.equal(copy!.body.toString(), body);
+    assert.deepEqual(await r.router.spool.deadLetters(), [], 'no longer a dead letter');
+    assert.deepEqual((await readdir(join(queueDir, 'dead'))), [], 'nor its body');
+  });
+
+  test('queue requeue ID without a router queues the dead copy for the next start', async (t) => {
+    const dir = await tempDir(t);
+    const queueDir = join(dir, 'spool');
+    const primary = await sink(t);
+    const backup = await sink(t, { name: 'new', behaviour: { data: () => ({ code: 554, enhanced: '5.6.0', text: 'not yet' }) } });
+    const config = { relay: { destination_primary: primary.label, destination_backups: [backup.label] }, queue: { dir: queueDir } };
+    const r = await router(t, { config });
+    await sendMail(r.port, { from: FROM, to: ['a@example.net'], body: sampleMessage('later') });
+    await eventually(async () => (await r.router.spool.deadLetters()).length === 1, 5000, 'dead-lettered');
+    const [letter] = await r.router.spool.deadLetters();
+    await r.close();
+    const file = join(dir, 'config.yaml');
+    await writeFile(file, stringify(config));
+    const cli = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [BIN, 'queue', ...args, '--config', file], (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr })),
+      );
+    assert.equal((await cli(['requeue', 'NOSUCHID1'])).code, 1);
+    const run = await cli(['requeue', letter!.id]);
+    assert.equal(run.stdout, 'requeued 1 dead copy; the next start of the router delivers them\n', run.stderr);
+    const listed = JSON.parse((await cli(['list', '--json'])).stdout) as { pending: Array<{ destination: string }>; dead: unknown[] };
+    assert.deepEqual([listed.pending.map((p) => p.destination), listed.dead], [[backup.label], []]);
   });
 
   test('a backup refusing the sender dead-letters the copy for every recipient, with the MAIL reply', async (t) => {

@@ -18,6 +18,8 @@ Usage:
   gosmtp-dup queue list [--json] [--config FILE]
   gosmtp-dup queue retry [ID] [--config FILE] make pending copies (or one message's) due now
   gosmtp-dup queue delete ID [--config FILE]  drop a message's pending copies
+  gosmtp-dup queue requeue [ID] [--config FILE]
+                                              send dead letters (all, or one message's) again
   gosmtp-dup queue flush [--config FILE]      attempt every pending copy now and report
   gosmtp-dup report [--days N] [--json] [--config FILE]
                                               migration report: per destination accepted/deferred/rejected, disagreements

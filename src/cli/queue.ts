@@ -14,8 +14,8 @@ import { CopyWorker } from '../core/spool/worker.ts';
 import { deliveryStack } from '../core/delivery-stack.ts';
 import { UsageError } from './usage.ts';
 
-const USAGE = 'usage: gosmtp-dup queue list|retry [ID]|delete ID|flush [--config FILE]';
-const ACTIONS = new Set(['list', 'retry', 'delete', 'flush']);
+const USAGE = 'usage: gosmtp-dup queue list|retry [ID]|delete ID|requeue [ID]|flush [--config FILE]';
+const ACTIONS = new Set(['list', 'retry', 'delete', 'requeue', 'flush']);
 
 export async function queueCommand(args: string[], options: { configFile?: string; json: boolean }): Promise<number> {
   const [action, id] = args;
@@ -27,7 +27,7 @@ export async function queueCommand(args: string[], options: { configFile?: strin
   // Changes go through the running router, if there is one; otherwise this process takes the
   // spool's lock for them, so that no router starts meanwhile.
   const router = await spoolOwner(config.queue.dir);
-  const lock = router === undefined && (action === 'delete' || action === 'flush') ? await acquireSpoolLock(config.queue.dir) : undefined;
+  const lock = router === undefined && (action === 'delete' || action === 'requeue' || action === 'flush') ? await acquireSpoolLock(config.queue.dir) : undefined;
   const spool = new LogSpool(config.queue.dir, silentLogger());
   await spool.open({ owner: lock !== undefined });
   try {
@@ -61,6 +61,13 @@ async function act(spool: LogSpool, config: Config, action: string | undefined, 
       process.stdout.write(`deleted ${id}\n`);
       return 0;
     }
+    case 'requeue': {
+      const count = await spool.requeueDead(id);
+      if (id !== undefined && count === 0) return fail(`no dead letters for message ${id}`);
+      const how = router === undefined ? 'the next start of the router delivers them' : `the running router (pid ${router}) delivers them now`;
+      process.stdout.write(`requeued ${count} dead cop${count === 1 ? 'y' : 'ies'}; ${how}\n`);
+      return 0;
+    }
     default: // 'flush': checkUsage lets no other action through
       return flush(spool, config, router);
   }
@@ -70,6 +77,7 @@ async function act(spool: LogSpool, config: Config, action: string | undefined, 
 function noSpool(dir: string, action: string | undefined, id: string | undefined, json: boolean): number {
   if (action === 'delete') return fail(`no message ${id} in the queue: no spool at ${dir}`);
   if (action === 'retry' && id !== undefined) return fail(`no pending copies for message ${id}: no spool at ${dir}`);
+  if (action === 'requeue' && id !== undefined) return fail(`no dead letters for message ${id}: no spool at ${dir}`);
   if (json && action === 'list') process.stdout.write(`${JSON.stringify({ pending: [], dead: [] }, null, 2)}\n`);
   else process.stdout.write(`queue is empty: no spool at ${dir}\n`);
   return 0;

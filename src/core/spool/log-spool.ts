@@ -7,7 +7,8 @@
  *   bodies/<id>.eml          a body over 128 KiB: streamed in, fsync'd before its M entry
  *   tmp/<id>.eml             such a body while it arrives (cleared at start-up)
  *   dead/<id>.<n>.json, dead/<id>.eml   dead letters with their reason, and the body
- *   retry-now, delete-<id>   requests from `gosmtp-dup queue` to the running router
+ *   retry-now, delete-<id>, requeue-<id>|requeue-all
+ *                            requests from `gosmtp-dup queue` to the running router
  *
  * A message is prepared (M, written before the final dot goes to the primary, so that a full disk
  * is found before the primary can accept) and committed (C; M and C fsync'd before the client
@@ -19,6 +20,7 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -34,6 +36,9 @@ import { type CopyJob, type CopyOutcome, type CopySlot, type CopyState, type Dea
 const ID_RE = /^[0-9A-Za-z]{6,40}$/;
 const RETRY_FILE = 'retry-now';
 const DELETE_PREFIX = 'delete-';
+const REQUEUE_PREFIX = 'requeue-';
+/** `<id>.<copy>.json` or `<id>.<copy>.<n>.json`: one dead letter. */
+const DEAD_LETTER_RE = /^([0-9A-Za-z]+)\.\d+(?:\.\d+)?\.json$/;
 /** The router's answer to a delete request, beside it: one of these, or `failed: <why>`. */
 const RESULT_SUFFIX = '.result';
 const DELETED = 'deleted';
@@ -431,7 +436,8 @@ export class LogSpool implements Spool {
 
   async #writeDead(job: CopyJob, recipients: readonly EnvelopeAddress[], reason: string, attempts: number): Promise<void> {
     const { record, index } = job;
-    const letter: DeadLetter = { id: record.id, destination: record.copies[index]!.destination, recipients, reason, attempts, deadAt: Date.now() };
+    const copy = record.copies[index]!;
+    const letter: DeadLetter = { id: record.id, destination: copy.destination, ...(copy.name !== undefined && { name: copy.name }), recipients, reason, attempts, deadAt: Date.now() };
     await this.#writeDeadBody(record.id);
     // Several dead-letter events for one copy (partial failures) each get their own file.
     let name = `${record.id}.${index}.json`;
@@ -503,6 +509,7 @@ export class LogSpool implements Spool {
       try {
         if (name === RETRY_FILE) await this.#retryRequest();
         else if (name.startsWith(DELETE_PREFIX) && ID_RE.test(name.slice(DELETE_PREFIX.length))) await this.#deleteRequest(name);
+        else if (name.startsWith(REQUEUE_PREFIX) && /^(?:all|[0-9A-Za-z]{6,40})$/.test(name.slice(REQUEUE_PREFIX.length))) await this.#requeueRequest(name);
       } catch (err) {
         this.#log.error({ request: name, err: (err as Error).message }, 'cannot serve queue request');
       }
@@ -548,16 +555,7 @@ export class LogSpool implements Spool {
     const message = this.#messages.get(id);
     if (!this.#writer) {
       if (!message) return false;
-      const request = join(this.#dir, `${DELETE_PREFIX}${id}`);
-      const result = `${request}${RESULT_SUFFIX}`;
-      await unlinkQuiet(result);
-      await writeFileDurable(request, `${id}\n`, false);
-      for (const started = Date.now(); !(await exists(result)); ) {
-        if (Date.now() - started > REQUEST_WAIT_MS) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router did not act on the request within ${REQUEST_WAIT_MS / 1000} s`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      const answer = (await readFile(result, 'utf8')).trim();
-      await unlinkQuiet(result);
+      const answer = await this.#ask(`${DELETE_PREFIX}${id}`, `${id}\n`);
       if (answer !== DELETED && answer !== NOT_QUEUED) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router could not delete ${id}: ${answer}`);
       this.#forget(id, message);
       return answer === DELETED;
@@ -576,6 +574,81 @@ export class LogSpool implements Spool {
     this.#log.info({ id }, 'message removed from the queue; its copies are dropped');
     this.#maintain();
     return true;
+  }
+
+  /** Leaves a request file for the running router and waits for its one-line answer. */
+  async #ask(name: string, content: string): Promise<string> {
+    const request = join(this.#dir, name);
+    const result = `${request}${RESULT_SUFFIX}`;
+    await unlinkQuiet(result);
+    await writeFileDurable(request, content, false);
+    for (const started = Date.now(); !(await exists(result)); ) {
+      if (Date.now() - started > REQUEST_WAIT_MS) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router did not act on the request within ${REQUEST_WAIT_MS / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const answer = (await readFile(result, 'utf8')).trim();
+    await unlinkQuiet(result);
+    return answer;
+  }
+
+  async #requeueRequest(name: string): Promise<void> {
+    const request = join(this.#dir, name);
+    if (!(await stat(request)).isFile()) throw new Error('not a file');
+    const target = name.slice(REQUEUE_PREFIX.length);
+    let result: string;
+    try {
+      result = String(await this.requeueDead(target === 'all' ? undefined : target));
+    } catch (err) {
+      result = `failed: ${(err as Error).message}`;
+      this.#log.error({ request: name, err: (err as Error).message }, 'cannot requeue dead letters');
+    }
+    await writeFileDurable(`${request}${RESULT_SUFFIX}`, result, false);
+    await unlinkQuiet(request);
+  }
+
+  /**
+   * Puts dead letters (all, or one message's) back in the queue, due now, as a new message with
+   * one copy per dead letter: once the destination's problem is fixed (the mailboxes exist on the
+   * new server), like Postfix's `postsuper -r`. Returns how many copies. A dead letter leaves the
+   * dead folder only after its copy is committed. Not the owner: asks the running router.
+   */
+  async requeueDead(id?: string): Promise<number> {
+    if (id !== undefined && !ID_RE.test(id)) return 0;
+    if (!this.#writer) {
+      const answer = await this.#ask(`${REQUEUE_PREFIX}${id ?? 'all'}`, '');
+      if (!/^\d+$/.test(answer)) throw new GsdError(ErrorCodes.SPOOL_FAILED, `the running router could not requeue: ${answer}`);
+      return Number(answer);
+    }
+    const byMessage = new Map<string, string[]>();
+    for (const name of await readdir(this.#dead)) {
+      const messageId = DEAD_LETTER_RE.exec(name)?.[1];
+      if (messageId === undefined || (id !== undefined && messageId !== id)) continue;
+      byMessage.set(messageId, [...(byMessage.get(messageId) ?? []), name]);
+    }
+    let count = 0;
+    for (const [messageId, names] of byMessage) {
+      const letters = await Promise.all(names.map(async (name) => JSON.parse(await readFile(join(this.#dead, name), 'utf8')) as StoredDeadLetter));
+      const copies = letters.map((letter) => ({ destination: letter.destination, ...(letter.name !== undefined && { name: letter.name }), recipients: letter.recipients }));
+      // A new id (the original may still have copies queued): the original's (queue ids are upper
+      // case), then `r`, the time and a counter; an earlier `r...` suffix is replaced, not grown.
+      const newId = `${messageId.replace(/r[0-9a-z]+$/, '')}r${Date.now().toString(36)}${(requeueCounter++ % 36).toString(36)}`;
+      const body = join(this.#dead, `${messageId}.eml`);
+      const writer = this.begin(newId);
+      try {
+        for await (const chunk of createReadStream(body)) if (!writer.body.write(chunk)) await once(writer.body, 'drain');
+        const size = (await stat(body)).size;
+        await writer.prepare({ version: 1, id: newId, createdAt: Date.now(), sender: letters[0]!.sender, client: { address: '', helo: 'requeued' }, size, copies });
+        await writer.commit();
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+      for (const name of names) await unlinkQuiet(join(this.#dead, name));
+      if (!(await readdir(this.#dead)).some((name) => DEAD_LETTER_RE.exec(name)?.[1] === messageId)) await unlinkQuiet(body);
+      this.#log.info({ id: messageId, requeuedAs: newId, copies: copies.length }, 'dead letters requeued');
+      count += copies.length;
+    }
+    return count;
   }
 
   async deadLetters(): Promise<DeadLetter[]> {
@@ -802,6 +875,13 @@ class LogSpoolWriter implements SpoolWriter {
 }
 
 let deadBodyTmp = 0;
+let requeueCounter = 0;
+
+/** A dead letter as its file holds it: enough to queue the copy again. */
+interface StoredDeadLetter extends DeadLetter {
+  readonly sender: EnvelopeAddress;
+  readonly createdAt: number;
+}
 
 async function exists(path: string): Promise<boolean> {
   try {

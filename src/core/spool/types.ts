@@ -81,6 +81,8 @@ export interface SpoolWriter {
 export interface DeadLetter {
   readonly id: string;
   readonly destination: string;
+  /** The name in `destinations:` it was routed by (absent in letters written before 2026-12-03). */
+  readonly name?: string;
   readonly recipients: readonly EnvelopeAddress[];
   readonly reason: string;
   readonly attempts: number;
@@ -110,6 +112,8 @@ export interface Spool {
    * on the same spool (which picks the request up within a second). Returns how many.
    */
   retryNow(id?: string): Promise<number>;
+  /** Dead letters (all, or one message's) back in the queue, due now. Returns how many copies. */
+  requeueDead(id?: string): Promise<number>;
   /** Drops a message and all its pending copies. Returns whether it existed. */
   remove(id: string): Promise<boolean>;
   deadLetters(): Promise<DeadLetter[]>;
