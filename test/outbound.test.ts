@@ -32,7 +32,8 @@ describe('outbound TLS and AUTH', () => {
   });
 
   test('opportunistic TLS is never a reason not to deliver: STARTTLS refused, or a handshake that fails', async (t) => {
-    for (const answer of ['454 4.7.0 TLS not available due to local problem', '220 2.0.0 Ready to start TLS']) {
+    // The third: plain text in the same write as the 220, where TLS should be.
+    for (const answer of ['454 4.7.0 TLS not available due to local problem', '220 2.0.0 Ready to start TLS', '220 2.0.0 Ready to start TLS\r\nthis is not TLS at all']) {
       const upstream = await rawServer(t, { starttls: answer });
       const capture = capturingLogger();
       const r = await router(t, { config: { relay: { destination_primary: upstream.label } }, logger: capture.logger });

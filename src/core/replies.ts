@@ -87,6 +87,12 @@ export const Replies = {
     enhanced: '4.5.3',
     text: 'Recipient routes elsewhere, send it in a separate transaction',
   }),
+  /** An LMTP primary answers each recipient on its own: one recipient per transaction. */
+  oneRecipientPerTransaction: (): SmtpReply => ({
+    code: 452,
+    enhanced: '4.5.3',
+    text: 'One recipient per transaction here, send it in a separate transaction',
+  }),
 
   authenticated: (): SmtpReply => ({ code: 235, enhanced: '2.7.0', text: 'Authentication successful' }),
   authFailed: (): SmtpReply => ({ code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' }),

@@ -189,7 +189,7 @@ export class InboundTransaction {
     // An LMTP server gives each recipient its own final verdict, but the client hears one: with
     // one recipient per transaction that verdict is exactly that recipient's (the sender sends
     // the next one in a new transaction, as for a recipient that routes elsewhere).
-    if (this.#accepted.length > 0 && tx.destination.kind === 'smtp' && tx.destination.protocol === 'lmtp') return Replies.separateTransaction();
+    if (this.#accepted.length > 0 && tx.destination.kind === 'smtp' && tx.destination.protocol === 'lmtp') return Replies.oneRecipientPerTransaction();
     try {
       const verdict = passThrough(await tx.rcpt(recipient));
       if (isSuccess(verdict)) this.#accepted.push({ recipient, copies: decision.copies });

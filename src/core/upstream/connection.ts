@@ -130,12 +130,15 @@ export class UpstreamConnection {
       await conn.#hello(helo, options.timeoutMs, unavailable);
       if (!conn.secure && (mode === 'required' || (mode === 'opportunistic' && tryTls && conn.extensions.has('STARTTLS')))) {
         if (!conn.extensions.has('STARTTLS')) throw unavailable('does not offer STARTTLS, which this destination requires', 'STARTTLS');
+        // From here a connection that breaks (even with bytes that are not a reply, sent with or
+        // after the 220: the server's TLS) is a failed upgrade, for which a plain retry is due.
+        handshaking = true;
         const go = await conn.command('STARTTLS', 'STARTTLS', options.timeoutMs);
         if (go.code !== 220) {
+          handshaking = false;
           if (!optional) throw unavailable(`refused STARTTLS with ${go.code} ${go.text}`, 'STARTTLS');
           options.log?.warn({ destination: destination.label, reply: `${go.code} ${go.text}` }, 'STARTTLS refused; delivering without TLS');
         } else {
-          handshaking = true;
           await conn.#upgrade(options.timeoutMs);
           await conn.#hello(helo, options.timeoutMs, unavailable);
           handshaking = false;
@@ -169,7 +172,13 @@ export class UpstreamConnection {
     const plain = this.#socket;
     this.#detach();
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      // A server that closed right after its 220 leaves nothing to shake hands with; TLS would
+      // only notice at the timeout.
+      if (plain.destroyed || plain.readableEnded) {
+        return reject(new GsdError(ErrorCodes.UPSTREAM_UNAVAILABLE, `${this.destination.label}: closed the connection after agreeing to STARTTLS`, { step: 'STARTTLS' }));
+      }
       const socket = tls.connect({ socket: plain, ...tlsOptions(this.destination) });
+      plain.once('close', () => socket.destroy(new Error('connection closed during the TLS handshake')));
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new GsdError(ErrorCodes.UPSTREAM_TIMEOUT, `${this.destination.label}: TLS handshake timed out`, { step: 'STARTTLS' }));
