@@ -13,7 +13,7 @@ import { loadConfig } from '../src/core/config/load.ts';
 import { startRouter } from '../src/core/router.ts';
 import { definePlugin, deliver, reject, tempfail } from '../src/index.ts';
 import { explain, sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
-import { BIN } from './helpers/child-router.ts';
+import { BIN, startChildRouter } from './helpers/child-router.ts';
 import { capturingLogger, router, sink, tempDir } from './helpers/fixtures.ts';
 
 const SRC = new URL('../src/index.ts', import.meta.url).pathname;
@@ -143,6 +143,24 @@ describe('custom plugins', () => {
     }
     const good = await client.command('RCPT TO:<x@fine.example>');
     assert.deepEqual([good.code, good.enhanced, good.text], [550, '5.7.1', 'Handmade no']);
+  });
+
+  test('a plugin\'s forgotten promise that rejects is logged; the router goes on serving', async (t) => {
+    const dir = await tempDir(t);
+    const primary = await sink(t);
+    await writeFile(
+      join(dir, 'stray.ts'),
+      `export default (o: { to: string }) => ({ name: 'stray', mail() { void Promise.reject(new Error('notification failed')); return { kind: 'deliver', to: [o.to], copies: [] }; } });\n`,
+    );
+    const child = await startChildRouter(t, dir, { smtp: { listen: '127.0.0.1:0' }, queue: { dir: join(dir, 'spool') }, plugins: [{ './stray.ts': { to: primary.label } }] });
+    for (const n of [1, 2]) {
+      const result = await sendMail(child.port, { from: 'a@example.com', to: ['b@example.net'], body: sampleMessage(`${n}`) });
+      assert.equal(result.data?.code, 250);
+    }
+    const logged = await child.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('unhandled promise rejection'));
+    assert.match(String(logged.err), /notification failed/);
+    assert.equal(child.proc.exitCode, null, 'still running');
+    assert.equal(primary.messages.length, 2);
   });
 
   test('no plugin deciding is a 451 (fail closed), never a silent drop', async (t) => {

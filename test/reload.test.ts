@@ -3,14 +3,15 @@
  * flight finishes on the old, an invalid configuration changes nothing, no connection is dropped.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { sampleMessage, sendMail, SmtpTestClient } from '../src/testkit/index.ts';
 import { BIN, startChildRouter } from './helpers/child-router.ts';
-import { sink, tempDir } from './helpers/fixtures.ts';
+import { eventually, sink, tempDir } from './helpers/fixtures.ts';
 
 describe('reload', () => {
   test('SIGHUP: new transactions route by the new config, the open one by the old; a bad config is refused', async (t) => {
@@ -48,6 +49,36 @@ describe('reload', () => {
     assert.match(JSON.stringify(failed.problems), /unknown destination \\"nowhere\\"/);
     assert.equal((await sendMail(child.port, { from: 'still@example.com', to: ['y@example.net'], body: sampleMessage() })).data?.code, 250);
     assert.equal(b.messages.at(-1)!.from, 'still@example.com');
+  });
+
+  test('a SIGHUP while plugins are still being set up is applied once the router is up, not fatal', async (t) => {
+    const dir = await tempDir(t);
+    const primary = await sink(t);
+    // setup waits until the test has sent its SIGHUP (a marker file), as a slow plugin would.
+    await writeFile(
+      join(dir, 'slow.ts'),
+      `import { existsSync } from 'node:fs';\nexport default (o: { to: string; marker: string }) => ({ name: 'slow', async setup() { while (!existsSync(o.marker)) await new Promise((r) => setTimeout(r, 20)); }, mail: () => ({ kind: 'deliver', to: [o.to], copies: [] }) });\n`,
+    );
+    const marker = join(dir, 'hup-sent');
+    const file = join(dir, 'config.yaml');
+    await writeFile(file, stringify({ smtp: { listen: '127.0.0.1:0' }, queue: { dir: join(dir, 'spool') }, plugins: [{ './slow.ts': { to: primary.label, marker } }] }));
+    const proc = spawn(process.execPath, [BIN, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => proc.kill('SIGKILL'));
+    let out = '';
+    const seen = (text: string) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => out.includes(text) && resolve();
+        proc.stdout.on('data', (chunk: Buffer) => ((out += chunk.toString()), check()));
+        proc.once('exit', (code, signal) => reject(new Error(`the router died (${code ?? signal}) before "${text}"`)));
+        check();
+      });
+    // The CLI is loaded and reading its configuration once the spool lock exists.
+    await eventually(() => existsSync(join(dir, 'spool', 'router.pid')), 20_000, 'router starting');
+    proc.kill('SIGHUP');
+    await writeFile(marker, 'sent');
+    await seen('configuration reloaded');
+    assert.equal(proc.exitCode, null, 'still running');
+    assert.match(out, /gosmtp-dup listening/);
   });
 
   test('gosmtp-dup reload checks the config, then signals the running router', async (t) => {

@@ -93,6 +93,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that stopped early (`gosmtp-dup queue list | head`) is not an error of ours.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => process.exit(err.code === 'EPIPE' ? (process.exitCode ?? 0) : EXIT.FAILURE));
+
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (err) {

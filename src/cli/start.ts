@@ -6,6 +6,11 @@ import { recordConfig } from './reload.ts';
 
 /** Runs the router until SIGTERM or SIGINT, then drains and exits 0. SIGHUP reloads the configuration. */
 export async function startCommand(options: { configFile?: string }): Promise<number> {
+  // Caught from the first moment: a SIGHUP (`systemctl reload`) while plugins are still being set
+  // up would otherwise kill the process. It is applied once the router is up.
+  let hangupEarly = false;
+  const onEarlyHangup = () => void (hangupEarly = true);
+  process.on('SIGHUP', onEarlyHangup);
   const { config, source } = await loadConfig({ file: options.configFile });
   // Before anything starts, and with the same words as `check`.
   await checkTlsFiles(config, source);
@@ -25,11 +30,21 @@ export async function startCommand(options: { configFile?: string }): Promise<nu
     await router.close();
     throw err;
   });
-  const onHangup = () => void reload(router, file, log);
+  // A plugin's forgotten promise (a notification that failed, say) must not take every session
+  // down with it: logged, and the router goes on. Thrown exceptions still end the process.
+  const onRejection = (reason: unknown) => log.error({ err: reason instanceof Error ? reason.stack : String(reason) }, 'unhandled promise rejection (a plugin\'s?); going on');
+  process.on('unhandledRejection', onRejection);
+  // One reload at a time, in order: a slow one must not finish after, and undo, a later one.
+  let reloading = Promise.resolve();
+  const onHangup = () => void (reloading = reloading.then(() => reload(router, file, log)));
+  process.off('SIGHUP', onEarlyHangup);
   process.on('SIGHUP', onHangup);
+  if (hangupEarly) onHangup();
   await waitForSignal(log);
   process.off('SIGHUP', onHangup);
+  await reloading;
   await router.close();
+  process.off('unhandledRejection', onRejection);
   log.flush?.();
   return 0;
 }
