@@ -508,8 +508,8 @@ export class LogSpool implements Spool {
       // not hold up the others.
       try {
         if (name === RETRY_FILE) await this.#retryRequest();
-        else if (name.startsWith(DELETE_PREFIX) && ID_RE.test(name.slice(DELETE_PREFIX.length))) await this.#deleteRequest(name);
-        else if (name.startsWith(REQUEUE_PREFIX) && /^(?:all|[0-9A-Za-z]{6,40})$/.test(name.slice(REQUEUE_PREFIX.length))) await this.#requeueRequest(name);
+        else if (name.startsWith(DELETE_PREFIX) && ID_RE.test(name.slice(DELETE_PREFIX.length))) await this.#answerRequest(name, async (id) => ((await this.remove(id)) ? DELETED : NOT_QUEUED));
+        else if (name.startsWith(REQUEUE_PREFIX) && /^(?:all|[0-9A-Za-z]{6,40})$/.test(name.slice(REQUEUE_PREFIX.length))) await this.#answerRequest(name, async (target) => String(await this.requeueDead(target === 'all' ? undefined : target)));
       } catch (err) {
         this.#log.error({ request: name, err: (err as Error).message }, 'cannot serve queue request');
       }
@@ -530,18 +530,20 @@ export class LogSpool implements Spool {
     }
   }
 
-  async #deleteRequest(name: string): Promise<void> {
+  /**
+   * Serves a request that `gosmtp-dup queue` waits on (see #ask): its answer is written beside it,
+   * `failed: <why>` when `act` throws, then the request goes.
+   */
+  async #answerRequest(name: string, act: (target: string) => Promise<string>): Promise<void> {
     const request = join(this.#dir, name);
     if (!(await stat(request)).isFile()) throw new Error('not a file');
-    const id = name.slice(DELETE_PREFIX.length);
     let result: string;
     try {
-      result = (await this.remove(id)) ? DELETED : NOT_QUEUED;
+      result = await act(name.slice(name.indexOf('-') + 1));
     } catch (err) {
       result = `failed: ${(err as Error).message}`;
-      this.#log.error({ id, err: (err as Error).message }, 'cannot delete message');
+      this.#log.error({ request: name, err: (err as Error).message }, 'cannot serve queue request');
     }
-    // The answer for `gosmtp-dup queue delete`, which waits for it.
     await writeFileDurable(`${request}${RESULT_SUFFIX}`, result, false);
     await unlinkQuiet(request);
   }
@@ -589,21 +591,6 @@ export class LogSpool implements Spool {
     const answer = (await readFile(result, 'utf8')).trim();
     await unlinkQuiet(result);
     return answer;
-  }
-
-  async #requeueRequest(name: string): Promise<void> {
-    const request = join(this.#dir, name);
-    if (!(await stat(request)).isFile()) throw new Error('not a file');
-    const target = name.slice(REQUEUE_PREFIX.length);
-    let result: string;
-    try {
-      result = String(await this.requeueDead(target === 'all' ? undefined : target));
-    } catch (err) {
-      result = `failed: ${(err as Error).message}`;
-      this.#log.error({ request: name, err: (err as Error).message }, 'cannot requeue dead letters');
-    }
-    await writeFileDurable(`${request}${RESULT_SUFFIX}`, result, false);
-    await unlinkQuiet(request);
   }
 
   /**
